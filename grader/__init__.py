@@ -1,0 +1,1 @@
+"""L2 spoken-English grader: a speech (LLM) backbone with LoRA, regression and classification heads."""
