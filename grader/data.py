@@ -1,0 +1,121 @@
+"""Scored responses: manifests, the Speak & Improve 2025 layout, speaker splits and length batches."""
+
+import csv
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used, with the file and row at fault."""
+
+
+@dataclass
+class Response:
+    utt_id: str
+    audio: Path
+    scores: dict[str, float] = field(default_factory=dict)
+    speaker: str | None = None
+    text: str | None = None  # prompt or reference text (read-aloud)
+    part: str | None = None  # test part, e.g. "P3"
+    duration: float | None = None  # seconds, where the manifest says
+
+
+def read_manifest(path: str | Path, targets: list[str] | None = None, check_audio: bool = True) -> list[Response]:
+    """Read a TSV/CSV manifest: an `audio` column (absolute, or relative to the manifest's folder) and
+    score columns; optional `utt_id`, `speaker`, `text`, `part`, `duration_s`.
+
+    `targets` are the score columns that must be present and numeric; None reads no scores (prediction).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        first_line = f.readline()
+        f.seek(0)
+        delimiter = "\t" if "\t" in first_line or "," not in first_line else ","
+        rows = list(csv.DictReader(f, delimiter=delimiter))
+    if not rows:
+        raise ManifestError(f"{path} has no rows")
+    columns = set(rows[0])
+    missing = [c for c in ["audio", *(targets or [])] if c not in columns]
+    if missing:
+        raise ManifestError(f"{path} lacks column(s) {', '.join(missing)}; it has {', '.join(sorted(columns))}")
+    responses = []
+    for line, row in enumerate(rows, start=2):
+        audio = Path(row["audio"])
+        audio = audio if audio.is_absolute() else path.parent / audio
+        if check_audio and not audio.is_file():
+            raise ManifestError(f"{path}:{line}: audio file not found: {audio}")
+        scores = {}
+        for target in targets or []:
+            try:
+                scores[target] = float(row[target])
+            except (TypeError, ValueError):
+                raise ManifestError(f"{path}:{line}: {target} score {row[target]!r} is not a number") from None
+            if not math.isfinite(scores[target]):
+                raise ManifestError(f"{path}:{line}: {target} score {row[target]!r} is not a finite number")
+        duration = row.get("duration_s")
+        responses.append(Response(
+            utt_id=row.get("utt_id") or audio.stem, audio=audio, scores=scores,
+            speaker=row.get("speaker") or None, text=row.get("text") or None, part=row.get("part") or None,
+            duration=float(duration) if duration else None,
+        ))
+    return responses
+
+
+def read_speak_and_improve(root: str | Path, split: str = "train", parts: tuple[str, ...] = ("P1", "P3", "P4", "P5"),
+                           target: str = "total") -> list[Response]:
+    """Read the Speak & Improve Corpus 2025 release (licence-gated; not shipped here).
+
+    `root` holds `reference-materials/flists.flac/{split}-sla-{part}.tsv` (response id, audio path relative
+    to root) and `reference-materials/sla-marks/{split}-sla-{part}.tsv` (submission id, holistic score).
+    """
+    root = Path(root)
+    responses = []
+    for part in parts:
+        flist = root / "reference-materials" / "flists.flac" / f"{split}-sla-{part}.tsv"
+        marks = root / "reference-materials" / "sla-marks" / f"{split}-sla-{part}.tsv"
+        for file in (flist, marks):
+            if not file.is_file():
+                raise ManifestError(f"Speak & Improve file not found: {file}")
+        scores = dict(line.split()[:2] for line in marks.read_text().splitlines() if line.strip())
+        for line in flist.read_text().splitlines():
+            if not line.strip():
+                continue
+            utt_id, audio = line.split()[:2]
+            submission = "-".join(utt_id.split("-")[:2])
+            if submission not in scores:
+                continue  # responses without a holistic mark are not scored in the challenge either
+            responses.append(Response(utt_id, root / audio, {target: float(scores[submission])},
+                                      speaker=utt_id.split("-")[0], part=part))
+    if not responses:
+        raise ManifestError(f"no scored responses for split {split!r}, parts {parts} under {root}")
+    return responses
+
+
+def split_by_speaker(responses: list[Response], dev_speakers: int, seed: int = 0) -> tuple[list[Response], list[Response]]:
+    """Hold out whole speakers, so dev figures measure unseen voices."""
+    speakers = sorted({r.speaker or r.utt_id for r in responses})
+    if not 0 < dev_speakers < len(speakers):
+        raise ValueError(f"cannot hold out {dev_speakers} of {len(speakers)} speakers")
+    held_out = set(random.Random(seed).sample(speakers, dev_speakers))
+    train = [r for r in responses if (r.speaker or r.utt_id) not in held_out]
+    dev = [r for r in responses if (r.speaker or r.utt_id) in held_out]
+    return train, dev
+
+
+def length_batches(lengths: list[float], batch_size: int, shuffle: bool = False, seed: int = 0) -> list[list[int]]:
+    """Indices grouped into batches of similar length, so little compute goes to padding.
+
+    With shuffle, lengths are jittered before sorting and the batch order is random, so each epoch sees
+    different neighbours while keeping padding small.
+    """
+    rng = random.Random(seed)
+    keys = [length * (1 + rng.uniform(-0.1, 0.1)) if shuffle else length for length in lengths]
+    order = sorted(range(len(lengths)), key=keys.__getitem__)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches

@@ -1,0 +1,73 @@
+"""Evaluate a checkpoint on a scored manifest: RMSE, PCC, SRC, KRC, % within 0.5 / 1.0, for each
+decoding (regression, soft, hard), each aspect, and each test part where the manifest has a `part` column.
+
+    python -m grader.evaluate --manifest ../shared/data/speechocean762-train/labels.tsv --target total --json out.json
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .audio import load_audio
+from .data import read_manifest
+from .inference import Grader
+from .metrics import score_metrics
+from .options import parse_options
+
+
+@dataclass
+class EvaluateOptions:
+    """Evaluate a grader checkpoint against human scores."""
+
+    manifest: str = field(default="", metadata={"help": "TSV/CSV manifest with an audio column and score columns"})
+    target: str = field(default="total", metadata={"help": "aspect(s) to evaluate, comma-separated"})
+    checkpoint: str | None = field(default=None, metadata={"help": "checkpoint folder; default: the shipped grader"})
+    decoding: str = field(default="soft", metadata={"help": "decoding whose figures go top-level in --json"})
+    json: str | None = field(default=None, metadata={"help": "write the metrics here"})
+    batch_size: int = 16
+    threads: int = 0
+
+
+def evaluate(options: EvaluateOptions) -> dict:
+    grader = Grader.load(options.checkpoint, threads=options.threads)
+    aspects = options.target.split(",")
+    unknown = [a for a in aspects if a not in grader.aspects]
+    if unknown:
+        raise SystemExit(f"the checkpoint predicts {', '.join(grader.aspects)}, not {', '.join(unknown)}")
+    responses = read_manifest(options.manifest, aspects)
+    predictions = []
+    for start in tqdm(range(0, len(responses), 256), desc="grading", unit="x256"):
+        chunk = responses[start : start + 256]
+        predictions += grader.grade_batch([load_audio(r.audio) for r in chunk], [r.text for r in chunk],
+                                          options.batch_size)
+    groups = {"all": list(range(len(responses)))}
+    for part in sorted({r.part for r in responses if r.part}):
+        groups[f"part {part}"] = [i for i, r in enumerate(responses) if r.part == part]
+    results = {}
+    for aspect in aspects:
+        for decoding in ("regression", "soft", "hard"):
+            for group, rows in groups.items():
+                predicted = [getattr(predictions[i].scores[aspect], decoding) for i in rows]
+                results[f"{aspect}/{decoding}/{group}"] = score_metrics(predicted, [responses[i].scores[aspect] for i in rows])
+    return {**results[f"{aspects[0]}/{options.decoding}/all"], "checkpoint": grader.checkpoint_id,
+            "manifest": str(options.manifest), "headline": f"{aspects[0]}/{options.decoding}", "all": results}
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse_options(EvaluateOptions, argv)
+    if not options.manifest:
+        raise SystemExit("--manifest is required")
+    report = evaluate(options)
+    print(f"{'aspect/decoding/group':40s} {'n':>5s} {'rmse':>6s} {'pcc':>6s} {'src':>6s} {'krc':>6s} {'≤0.5%':>6s} {'≤1.0%':>6s}")
+    for name, m in report["all"].items():
+        print(f"{name:40s} {m['n']:5d} {m['rmse']:6.3f} {m['pcc']:6.3f} {m['src']:6.3f} {m['krc']:6.3f} "
+              f"{m['within_0_5']:6.1f} {m['within_1_0']:6.1f}")
+    if options.json:
+        Path(options.json).write_text(json.dumps(report, indent=2))
+        print(f"metrics written to {options.json}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Running a grader over audio: batched encoding, scoring, and the `Grader` the app and CLIs use."""
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .backbones import AudioStates
+from .data import length_batches
+from .heads import Decoded, decode
+from .model import GraderModel, read_checkpoint_info
+from .scale import ScoreScale
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CHECKPOINT = REPO / "checkpoints" / "default"
+
+
+@torch.inference_mode()
+def encode_audios(model: GraderModel, audios: list[np.ndarray], batch_size: int = 16) -> list[torch.Tensor]:
+    """Audio encoder outputs, one (frames, dim) tensor per response, batched by length."""
+    states: list[torch.Tensor] = [torch.empty(0)] * len(audios)
+    for batch in length_batches([len(a) for a in audios], batch_size):
+        encoded = model.backbone.encode(model.backbone.features([audios[i] for i in batch]))
+        for i, s in zip(batch, encoded.unbatch()):
+            states[i] = s
+    return states
+
+
+@torch.inference_mode()
+def score_states(model: GraderModel, states: list[torch.Tensor], prompts: list[str | None],
+                 batch_size: int = 32) -> Decoded:
+    """Decoded scores for each response's encoder states, in input order."""
+    parts: dict[int, Decoded] = {}
+    for batch in length_batches([len(s) for s in states], batch_size):
+        audio = AudioStates.batch([states[i] for i in batch]).to(model.backbone.device)
+        decoded = decode(model(audio, [prompts[i] for i in batch]), model.scale)
+        for row, i in enumerate(batch):
+            parts[i] = Decoded(*(t[row] for t in (decoded.regression, decoded.probs, decoded.hard, decoded.soft)))
+    ordered = [parts[i] for i in range(len(states))]
+    return Decoded(*(torch.stack([getattr(d, f) for d in ordered]) for f in ("regression", "probs", "hard", "soft")))
+
+
+@dataclass
+class AspectScore:
+    regression: float  # the regression head, clamped to the scale
+    soft: float  # expectation under the class distribution
+    hard: float  # the most probable class
+    probs: list[float]  # one per class of the scale, ascending
+
+
+@dataclass
+class Prediction:
+    scores: dict[str, AspectScore]  # by aspect, headline first
+    scale: ScoreScale
+    checkpoint: str
+    latency_s: float = 0.0
+
+    @property
+    def headline(self) -> str:
+        return next(iter(self.scores))
+
+    def to_dict(self) -> dict:
+        return {"checkpoint": self.checkpoint, "scale": self.scale.name, "latency_s": round(self.latency_s, 4),
+                "cefr": self.scale.cefr_band(self.scores[self.headline].soft) if self.scale.cefr else None,
+                "scores": {k: {"regression": round(v.regression, 3), "soft": round(v.soft, 3), "hard": v.hard,
+                               "probs": [round(p, 4) for p in v.probs]} for k, v in self.scores.items()}}
+
+
+class Grader:
+    """A loaded checkpoint, ready to grade 16-kHz audio. Load once per process: loading takes seconds."""
+
+    def __init__(self, model: GraderModel, checkpoint_id: str, info: dict):
+        self.model = model
+        self.checkpoint_id = checkpoint_id
+        self.info = info
+
+    @classmethod
+    def load(cls, checkpoint: str | Path | None = None, device: str | None = None, threads: int = 0) -> "Grader":
+        folder = Path(checkpoint) if checkpoint else DEFAULT_CHECKPOINT
+        if not (folder / "grader.json").is_file():
+            hint = "" if checkpoint else " (the default checkpoint ships with the repo; is this a full clone?)"
+            raise FileNotFoundError(f"no grader checkpoint at {folder}{hint}. Train one with "
+                                    f"`python -m grader.train` or pass --checkpoint DIR.")
+        if threads:
+            torch.set_num_threads(threads)
+        info = read_checkpoint_info(folder)
+        model = GraderModel.load(folder, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return cls(model, info.get("checkpoint_id", folder.name), info)
+
+    @property
+    def scale(self) -> ScoreScale:
+        return self.model.scale
+
+    @property
+    def aspects(self) -> list[str]:
+        return self.model.config.aspects
+
+    @property
+    def uses_text(self) -> bool:
+        return self.info.get("training", {}).get("use_text", True)
+
+    def grade(self, audio: np.ndarray, prompt: str | None = None) -> Prediction:
+        return self.grade_batch([audio], [prompt])[0]
+
+    def grade_batch(self, audios: list[np.ndarray], prompts: list[str | None] | None = None,
+                    batch_size: int = 16) -> list[Prediction]:
+        start = time.perf_counter()
+        prompts = prompts if prompts and self.uses_text else [None] * len(audios)
+        states = encode_audios(self.model, audios, batch_size)
+        decoded = score_states(self.model, states, prompts, batch_size)
+        latency = (time.perf_counter() - start) / max(len(audios), 1)
+        return [self._prediction(decoded, i, latency) for i in range(len(audios))]
+
+    def _prediction(self, decoded: Decoded, i: int, latency: float) -> Prediction:
+        scores = {aspect: AspectScore(float(decoded.regression[i, a]), float(decoded.soft[i, a]),
+                                      float(decoded.hard[i, a]), decoded.probs[i, a].tolist())
+                  for a, aspect in enumerate(self.aspects)}
+        return Prediction(scores, self.scale, self.checkpoint_id, latency)

@@ -1,0 +1,200 @@
+"""Train a grader: LoRA on the backbone plus regression and classification heads.
+
+    python -m grader.train --manifest ../shared/data/speechocean762-train/labels.tsv \
+        --target total --backbone whisper --model base --objective fa+reg --dev-speakers 25 --out runs/base
+
+When LoRA leaves the audio encoder frozen (the default scope "text"), its outputs are computed once and
+cached, so each epoch costs only the decoder/LLM and the heads.
+"""
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .audio import SAMPLE_RATE, load_audio
+from .backbones import AudioStates, BackboneConfig
+from .data import Response, length_batches, read_manifest, read_speak_and_improve, split_by_speaker
+from .heads import Decoded, parse_objective, score_loss
+from .inference import encode_audios, score_states
+from .metrics import score_metrics
+from .model import GraderModel, LoraOptions, ModelConfig
+from .options import parse_options
+
+
+@dataclass
+class TrainConfig:
+    """Train a grader (Ma et al. 2025 recipe) and keep the checkpoint that scores best on dev."""
+
+    manifest: str = field(default="", metadata={"help": "TSV/CSV manifest, or a Speak & Improve root with --sandi"})
+    sandi: bool = field(default=False, metadata={"help": "read --manifest as a Speak & Improve 2025 release"})
+    dev_manifest: str | None = None
+    dev_speakers: int = field(default=25, metadata={"help": "speakers held out for dev when no --dev-manifest"})
+    target: str = field(default="total", metadata={"help": "score column(s), comma-separated; the first is the headline"})
+    scale: str = "speechocean762"
+    backbone: str = "whisper"
+    model: str = "base"
+    pooling: str = "last"
+    pad_to_30s: bool = False
+    objective: str = field(default="fa+reg", metadata={"help": "reg, ce, fa, or a sum such as fa+reg"})
+    lora_rank: int = field(default=8, metadata={"help": "0 trains the heads only"})
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_scope: str = "text"
+    use_text: bool = field(default=True, metadata={"help": "give the reference/prompt text to the backbone"})
+    text_dropout: float = field(default=0.3, metadata={"help": "train without the text this often"})
+    epochs: int = 6
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    seed: int = 0
+    threads: int = 0
+    limit: int = field(default=0, metadata={"help": "use only the first N responses (smoke tests)"})
+    out: str = "runs/grader"
+    resume: bool = False
+
+
+def load_responses(config: TrainConfig) -> tuple[list[Response], list[Response]]:
+    targets = config.target.split(",")
+    if config.sandi:
+        train = read_speak_and_improve(config.manifest, "train", target=targets[0])
+        dev = read_speak_and_improve(config.dev_manifest or config.manifest, "dev", target=targets[0])
+        return train, dev
+    responses = read_manifest(config.manifest, targets)[: config.limit or None]
+    if config.dev_manifest:
+        return responses, read_manifest(config.dev_manifest, targets)
+    return split_by_speaker(responses, config.dev_speakers, config.seed)
+
+
+def model_config(config: TrainConfig) -> ModelConfig:
+    return ModelConfig(
+        backbone=BackboneConfig(config.backbone, config.model, config.pad_to_30s, config.pooling),
+        lora=LoraOptions(config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_scope),
+        scale=config.scale, aspects=config.target.split(","), objective=config.objective)
+
+
+def dev_metrics(decoded: Decoded, responses: list[Response], aspects: list[str], objective: str) -> dict:
+    """Metrics for every aspect and for each decoding the objective trained."""
+    parts = parse_objective(objective)
+    decodings = (["regression"] if "reg" in parts else []) + (["soft", "hard"] if {"ce", "fa"} & set(parts) else [])
+    metrics = {}
+    for a, aspect in enumerate(aspects):
+        human = [r.scores[aspect] for r in responses]
+        for name in decodings:
+            metrics[f"{aspect}/{name}"] = score_metrics(getattr(decoded, name)[:, a].tolist(), human)
+    return metrics
+
+
+def selection_key(metrics: dict, aspects: list[str], objective: str) -> float:
+    decoding = "soft" if {"ce", "fa"} & set(parse_objective(objective)) else "regression"
+    pcc = metrics[f"{aspects[0]}/{decoding}"]["pcc"]
+    return -1.0 if math.isnan(pcc) else pcc
+
+
+def train(config: TrainConfig) -> dict:
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    train_set, dev_set = load_responses(config)
+    aspects = config.target.split(",")
+    print(f"{len(train_set)} training and {len(dev_set)} dev responses; aspects {aspects}")
+
+    model = GraderModel(model_config(config))
+    targets = torch.tensor([[r.scores[a] for a in aspects] for r in train_set])
+    with torch.no_grad():  # start from the training prior: the mean score and the class frequencies
+        model.heads.regression.bias.copy_(targets.mean(0))
+        prior = model.scale.fair_average_target(targets).mean(0)
+        model.heads.classification.bias.copy_(prior.clamp(min=1e-3).log().flatten())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    print(f"trainable parameters: {sum(p.numel() for p in trainable):,}; "
+          f"audio encoder {'trained (LoRA)' if model.audio_encoder_trainable else 'frozen, outputs cached'}")
+
+    started = time.perf_counter()
+    train_audio = [load_audio(r.audio) for r in tqdm(train_set, desc="loading audio", leave=False)]
+    dev_audio = [load_audio(r.audio) for r in tqdm(dev_set, desc="loading dev audio", leave=False)]
+    cache = not model.audio_encoder_trainable
+    if cache:
+        model.eval()
+        train_states = [s.to(torch.float16) for s in encode_audios(model, train_audio)]
+        dev_states = encode_audios(model, dev_audio)
+        print(f"encoded {len(train_audio) + len(dev_audio)} responses once in {time.perf_counter() - started:.0f} s")
+
+    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    warmup = max(1, int(config.warmup * total_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
+        1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total_steps - warmup))))))
+    first_epoch, best, history = 0, -math.inf, []
+    if config.resume and (out / "last" / "trainer.pt").is_file():
+        state = torch.load(out / "last" / "trainer.pt", weights_only=False)
+        model.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        first_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        print(f"resumed after epoch {first_epoch}")
+
+    rng = random.Random(config.seed)
+    prompts = [r.text if config.use_text else None for r in train_set]
+    dev_prompts = [r.text if config.use_text else None for r in dev_set]
+    for epoch in range(first_epoch, config.epochs):
+        model.train()
+        batches = length_batches([len(a) for a in train_audio], config.batch_size, shuffle=True,
+                                 seed=config.seed * 1000 + epoch)
+        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}")
+        for batch in progress:
+            if cache:
+                audio = AudioStates.batch([train_states[i].float() for i in batch])
+            else:
+                audio = model.backbone.encode(model.backbone.features([train_audio[i] for i in batch]))
+            batch_prompts = [None if rng.random() < config.text_dropout else prompts[i] for i in batch]
+            loss = score_loss(model(audio, batch_prompts), targets[batch], model.scale, config.objective)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+            optimizer.step()
+            schedule.step()
+            progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{schedule.get_last_lr()[0]:.1e}")
+
+        model.eval()
+        states = dev_states if cache else encode_audios(model, dev_audio)
+        metrics = dev_metrics(score_states(model, states, dev_prompts), dev_set, aspects, config.objective)
+        key = selection_key(metrics, aspects, config.objective)
+        history.append({"epoch": epoch + 1, "selection_pcc": key, "metrics": metrics})
+        print(f"epoch {epoch + 1} dev: " + "  ".join(
+            f"{name} pcc {m['pcc']:.3f} rmse {m['rmse']:.3f}" for name, m in metrics.items()))
+        info = {"training": asdict(config), "dev_metrics": metrics, "epoch": epoch + 1,
+                "checkpoint_id": f"{out.name}-e{epoch + 1}",
+                "data": {"train": len(train_set), "dev": len(dev_set),
+                         "train_hours": sum(map(len, train_audio)) / SAMPLE_RATE / 3600}}
+        if key > best:
+            best = key
+            model.save(out, **info)
+            print(f"  new best ({key:.3f}), saved to {out}")
+        model.save(out / "last", **info)
+        torch.save({"model": model.trained_state(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "epoch": epoch, "best": best, "history": history},
+                   out / "last" / "trainer.pt")
+    (out / "history.json").write_text(json.dumps(history, indent=2))
+    print(f"done in {time.perf_counter() - started:.0f} s; best dev pcc {best:.3f}; checkpoint {out}")
+    return {"best": best, "history": history}
+
+
+def main(argv: list[str] | None = None) -> None:
+    config = parse_options(TrainConfig, argv)
+    if not config.manifest:
+        raise SystemExit("--manifest is required")
+    train(config)
+
+
+if __name__ == "__main__":
+    main()
