@@ -4,6 +4,7 @@ with a clear reason where it is absent (a user's clone has no ../shared)."""
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SPEECHOCEAN = REPO.parent / "shared" / "data" / "speechocean762-train"
@@ -20,3 +21,67 @@ def speechocean_dir() -> Path:
 def speech_clip(speechocean_dir) -> Path:
     """A real 2.6-s read-aloud clip: 'WE CALL IT BEAR'."""
     return speechocean_dir / "audio" / "000010011.flac"
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide random Whisper with the real tiny.en tokenizer and feature extractor."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
+
+    from grader.weights import resolve_whisper
+
+    folder = tmp_path_factory.mktemp("tiny-whisper")
+    processor = WhisperProcessor.from_pretrained(resolve_whisper("tiny.en"))
+    config = WhisperConfig(vocab_size=51864, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                           decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64)
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tmp_path_factory) -> str:
+    """A 2-layer random Qwen2-Audio (audio tower and LLM) with a byte-level BPE tokenizer and the chat tokens."""
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, WhisperTokenizerFast
+
+    from grader.weights import resolve_whisper
+
+    folder = tmp_path_factory.mktemp("tiny-qwen2-audio")
+    tokenizer = WhisperTokenizerFast.from_pretrained(resolve_whisper("tiny.en"))
+    tokenizer.add_special_tokens({"additional_special_tokens": [
+        "<|im_start|>", "<|im_end|>", "<|audio_bos|>", "<|audio_eos|>", "<|AUDIO|>"]})
+    config = Qwen2AudioConfig(
+        audio_config=dict(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64),
+        text_config=dict(model_type="qwen2", vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1),
+        audio_token_index=tokenizer.convert_tokens_to_ids("<|AUDIO|>"))
+    torch.manual_seed(0)
+    Qwen2AudioForConditionalGeneration(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def small_manifest(speechocean_dir, tmp_path_factory):
+    """48 real utterances from 12 speakers, as a manifest whose audio paths point into the shared data."""
+    lines = (speechocean_dir / "labels.tsv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    speakers = sorted({r.split("\t")[2] for r in rows})[:12]
+    chosen = [r for r in rows if r.split("\t")[2] in speakers]
+    chosen = [r for s in speakers for r in [c for c in chosen if c.split("\t")[2] == s][:4]]
+    path = tmp_path_factory.mktemp("manifest") / "labels.tsv"
+    path.write_text("\n".join([header] + [r.replace("audio/", f"{speechocean_dir}/audio/", 1) for r in chosen]) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tiny_whisper, small_manifest, tmp_path_factory) -> Path:
+    """A real checkpoint (total, accuracy, fluency, prosodic) trained for one epoch on a tiny random Whisper:
+    fast to load and grade, for tests of everything around the model."""
+    from grader.train import main as train_main
+
+    out = tmp_path_factory.mktemp("checkpoint") / "tiny"
+    train_main(["--manifest", str(small_manifest), "--model", tiny_whisper, "--dev-speakers", "3", "--epochs", "1",
+                "--batch-size", "8", "--target", "total,accuracy,fluency,prosodic", "--out", str(out)])
+    return out
