@@ -7,6 +7,7 @@ When LoRA leaves the audio encoder frozen (the default scope "text"), its output
 cached, so each epoch costs only the decoder/LLM and the heads.
 """
 
+import hashlib
 import json
 import math
 import random
@@ -35,7 +36,8 @@ class TrainConfig:
     manifest: str = field(default="", metadata={"help": "TSV/CSV manifest, or a Speak & Improve root with --sandi"})
     sandi: bool = field(default=False, metadata={"help": "read --manifest as a Speak & Improve 2025 release"})
     dev_manifest: str | None = None
-    dev_speakers: int = field(default=25, metadata={"help": "speakers held out for dev when no --dev-manifest"})
+    dev_speakers: int = field(default=25, metadata={
+        "help": "speakers held out for dev when no --dev-manifest; 0 trains on all and keeps the last epoch"})
     target: str = field(default="total", metadata={"help": "score column(s), comma-separated; the first is the headline"})
     scale: str = "speechocean762"
     backbone: str = "whisper"
@@ -57,6 +59,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     limit: int = field(default=0, metadata={"help": "use only the first N responses (smoke tests)"})
+    cache_dir: str | None = field(default="runs/cache", metadata={
+        "help": "keep frozen-encoder outputs here between runs (keyed by backbone and audio path); empty: off"})
     out: str = "runs/grader"
     resume: bool = False
 
@@ -70,6 +74,8 @@ def load_responses(config: TrainConfig) -> tuple[list[Response], list[Response]]
     responses = read_manifest(config.manifest, targets)[: config.limit or None]
     if config.dev_manifest:
         return responses, read_manifest(config.dev_manifest, targets)
+    if config.dev_speakers == 0:  # the final model: train on everything, keep the last epoch
+        return responses, []
     return split_by_speaker(responses, config.dev_speakers, config.seed)
 
 
@@ -98,6 +104,25 @@ def selection_key(metrics: dict, aspects: list[str], objective: str) -> float:
     return -1.0 if math.isnan(pcc) else pcc
 
 
+def cached_encodings(model: GraderModel, responses: list[Response], audios: list[np.ndarray],
+                     cache_dir: str | None) -> list[torch.Tensor]:
+    """Frozen-encoder outputs (float16), computed once per backbone and audio file and kept on disk,
+    so comparing objectives or retraining on all data does not pay for the encoder again."""
+    key = hashlib.sha1(json.dumps(asdict(model.config.backbone), sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(cache_dir) / f"encoder-{key}.pt" if cache_dir else None
+    store: dict[str, torch.Tensor] = torch.load(path) if path and path.is_file() else {}
+    names = [str(r.audio.resolve()) for r in responses]
+    todo = [i for i, name in enumerate(names) if name not in store]
+    if todo:
+        for i, states in zip(todo, encode_audios(model, [audios[i] for i in todo])):
+            store[names[i]] = states.to(torch.float16)
+        if path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(store, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)
+    return [store[name] for name in names]
+
+
 def train(config: TrainConfig) -> dict:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -124,9 +149,9 @@ def train(config: TrainConfig) -> dict:
     cache = not model.audio_encoder_trainable
     if cache:
         model.eval()
-        train_states = [s.to(torch.float16) for s in encode_audios(model, train_audio)]
-        dev_states = encode_audios(model, dev_audio)
-        print(f"encoded {len(train_audio) + len(dev_audio)} responses once in {time.perf_counter() - started:.0f} s")
+        states = cached_encodings(model, train_set + dev_set, train_audio + dev_audio, config.cache_dir)
+        train_states, dev_states = states[: len(train_set)], [s.float() for s in states[len(train_set) :]]
+        print(f"encoder outputs for {len(states)} responses ready in {time.perf_counter() - started:.0f} s")
 
     steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
@@ -166,9 +191,12 @@ def train(config: TrainConfig) -> dict:
             progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{schedule.get_last_lr()[0]:.1e}")
 
         model.eval()
-        states = dev_states if cache else encode_audios(model, dev_audio)
-        metrics = dev_metrics(score_states(model, states, dev_prompts), dev_set, aspects, config.objective)
-        key = selection_key(metrics, aspects, config.objective)
+        if dev_set:
+            states = dev_states if cache else encode_audios(model, dev_audio)
+            metrics = dev_metrics(score_states(model, states, dev_prompts), dev_set, aspects, config.objective)
+            key = selection_key(metrics, aspects, config.objective)
+        else:
+            metrics, key = {}, float(epoch)
         history.append({"epoch": epoch + 1, "selection_pcc": key, "metrics": metrics})
         print(f"epoch {epoch + 1} dev: " + "  ".join(
             f"{name} pcc {m['pcc']:.3f} rmse {m['rmse']:.3f}" for name, m in metrics.items()))
