@@ -1,0 +1,75 @@
+"""Start the grader web app: `python app.py` (defaults), `python app.py --help` (options).
+
+Uploads go to a private temp folder, removed at exit; the data folder (database, kept audio) is never served.
+"""
+
+import atexit
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from grader.options import parse_options
+from ui.config import AppConfig, check_login, read_users
+
+log = logging.getLogger("grader.app")
+
+
+def gpu(fn):
+    """On a ZeroGPU Space, `spaces.GPU` lends the function a GPU per call; elsewhere the function as is."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(fn)
+
+
+@gpu
+def run_model(grader, audios, prompts):
+    return grader.grade_batch(audios, prompts)
+
+
+def private_paths(config: AppConfig) -> list[str]:
+    """Never served, whatever a URL asks for: the data folder and the database file (with its outbox) wherever
+    it is. Only Gradio's own upload cache is served anyway (allowed_paths is empty); this is the second lock."""
+    paths = [Path(config.data_dir)]
+    if "://" not in config.database_url or config.database_url.startswith("sqlite:///"):
+        db = Path(config.database_url.removeprefix("sqlite:///"))
+        paths += [db, db.with_name(db.name + ".outbox.jsonl")]
+    return [str(p.resolve()) for p in paths]
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = parse_options(AppConfig, argv)
+    users = read_users(config)
+    workdir = Path(tempfile.mkdtemp(prefix="grader-uploads-"))  # mode 0700: private to this user
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(workdir)  # before gradio is imported: uploads land here
+
+    from grader.inference import Grader
+    from storage import Database
+    from ui.app import CSS, build_app
+    from ui.callbacks import NO_CHECKPOINT, Services
+
+    grader, load_error = None, None
+    try:
+        grader = Grader.load(config.checkpoint, config.device, config.threads)
+        log.info("checkpoint %s loaded (scale %s)", grader.checkpoint_id, grader.scale.name)
+    except FileNotFoundError as error:
+        load_error = f"{error} {NO_CHECKPOINT}"
+        log.error("no checkpoint: %s", load_error)
+    db = Database.open(config.database_url)
+    services = Services(config, grader, db, workdir=workdir, load_error=load_error, run_model=run_model)
+    demo = build_app(services, auth=bool(users))
+    demo.queue(default_concurrency_limit=config.concurrency, max_size=64)
+    demo.launch(server_name=config.host, server_port=config.port, share=config.share,
+                auth=check_login(users) if users else None, auth_message="Examiner login",
+                allowed_paths=[], blocked_paths=private_paths(config),
+                max_file_size=f"{config.max_upload_mb:g}mb", css=CSS, footer_links=["api", "gradio"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""The app's callbacks on real audio, a real tiny checkpoint and a real SQLite file: no browser needed."""
+
+import csv
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+import soundfile as sf
+
+from grader.inference import Grader
+from storage import Database
+from ui import callbacks as cb
+from ui.app import build_app
+from ui.charts import distribution_figure
+from ui.config import AppConfig, check_login, read_users
+
+
+@pytest.fixture(scope="module")
+def grader(tiny_checkpoint) -> Grader:
+    return Grader.load(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture
+def services(grader, tmp_path) -> cb.Services:
+    config = AppConfig(data_dir=str(tmp_path / "data"), db=str(tmp_path / "grades.db"))
+    db = Database.open(config.database_url)
+    yield cb.Services(config, grader, db, workdir=tmp_path / "work")
+    db.close()
+
+
+@pytest.fixture
+def silent_wav(tmp_path) -> Path:
+    path = tmp_path / "silent.wav"
+    sf.write(path, np.zeros(3 * 16_000, dtype=np.float32), 16_000)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _workdir(tmp_path):
+    (tmp_path / "work").mkdir()
+
+
+def test_grade_stores_response_and_grade(services, speech_clip):
+    graded = cb.grade_file(services, speech_clip, "cand-1", "part 1", "WE CALL IT BEAR")
+    stored = services.db.grade(graded.grade_id)
+    assert stored["scorable"] and stored["response"]["candidate_id"] == "cand-1"
+    assert stored["response"]["part"] == "part 1" and len(stored["response"]["audio_sha256"]) == 64
+    assert stored["response"]["audio_path"] is None  # default retention keeps only hash + metadata
+    assert set(stored["scores"]) == set(services.grader.aspects)
+    assert stored["regression"] == pytest.approx(graded.prediction.scores["total"].regression)
+    card = cb.result_card(graded)
+    for aspect in services.grader.aspects:
+        assert f"<td>{aspect}</td>" in card
+    assert f"{graded.prediction.scores['total'].regression:.1f}" in card
+    assert cb.result_json(graded)["grade_id"] == graded.grade_id
+
+
+def test_retention_keep_stores_the_audio(services, speech_clip):
+    services.config.retention = "keep"
+    graded = cb.grade_file(services, speech_clip)
+    kept = Path(services.db.grade(graded.grade_id)["response"]["audio_path"])
+    assert kept.read_bytes() == speech_clip.read_bytes() and kept.is_relative_to(services.config.data_dir)
+
+
+def test_silent_file_is_stored_non_scorable_without_a_score(services, silent_wav):
+    graded = cb.grade_file(services, silent_wav)
+    assert graded.prediction is None and cb.figure(graded) is None
+    stored = services.db.grade(graded.grade_id)
+    assert not stored["scorable"] and stored["regression"] is None and stored["scores"] == {}
+    assert stored["gate_reason"] == graded.gate.reason and stored["gate_measures"]["gate_code"] == "silent"
+    card = cb.result_card(graded)
+    assert "Not scored" in card and "silent" in card and "regression" not in card
+
+
+def test_unreadable_file_is_refused_and_stored(services, tmp_path):
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio at all" * 100)
+    graded = cb.grade_file(services, junk)
+    assert graded.prediction is None and graded.gate.code == "unreadable"
+    assert not services.db.grade(graded.grade_id)["scorable"]
+
+
+def test_no_checkpoint_refuses_to_grade(services, speech_clip):
+    services.grader = None
+    with pytest.raises(gr.Error, match="checkpoint"):
+        cb.grade_file(services, speech_clip)
+
+
+def test_review_flags_disagreement_and_flat_distribution(services, speech_clip):
+    prediction = cb.grade_file(services, speech_clip).prediction
+    score = prediction.scores["total"]
+    score.regression, score.soft = 3.0, 6.0
+    assert any("differ by 3.00" in r for r in cb.review_reasons(prediction))
+    score.regression, score.soft = 5.0, 5.0
+    score.probs = [1 / len(score.probs)] * len(score.probs)
+    reasons = cb.review_reasons(prediction)
+    assert len(reasons) == 1 and "flat" in reasons[0]
+    score.probs = [0.0] * len(score.probs)
+    score.probs[5] = 1.0
+    assert cb.review_reasons(prediction) == []
+
+
+def test_override_saved_and_found(services, speech_clip):
+    graded = cb.grade_file(services, speech_clip)
+    message = cb.save_override(services, graded.grade_id, 6.0, "partly", "fluency", " hesitant ", "ann")
+    assert message.startswith("✓")
+    [override] = services.db.grade(graded.grade_id)["overrides"]
+    assert (override["examiner"], override["final_score"], override["agreement"], override["reason_code"],
+            override["comment"]) == ("ann", 6.0, "partly", "fluency", "hesitant")
+
+
+@pytest.mark.parametrize("score, agreement, message", [(None, "agree", "final score"), (11.0, "agree", "between"),
+                                                       (5.0, None, "agree, partly")])
+def test_override_rejects_bad_input(services, speech_clip, score, agreement, message):
+    graded = cb.grade_file(services, speech_clip)
+    with pytest.raises(gr.Error, match=message):
+        cb.save_override(services, graded.grade_id, score, agreement, "", "", "ann")
+
+
+def test_override_on_read_only_database_is_kept_for_retry(services, speech_clip, tmp_path):
+    graded = cb.grade_file(services, speech_clip)
+    services.db.close()
+    db_file = tmp_path / "grades.db"
+    services.db = Database.open(f"sqlite:///file:{db_file}?mode=ro&uri=true", outbox=tmp_path / "outbox.jsonl")
+    message = cb.save_override(services, graded.grade_id, 5.0, "disagree", "", "", "ann")
+    assert "outbox" in message and "read-only" in message
+    services.db.close()
+    services.db = Database.open(db_file, outbox=tmp_path / "outbox.jsonl")  # writable again: the outbox replays
+    assert [o["final_score"] for o in services.db.grade(graded.grade_id)["overrides"]] == [5.0]
+
+
+def test_examiner_is_the_login_when_auth_is_on():
+    assert cb.examiner_id("alice", "mallory") == "alice"
+    assert cb.examiner_id(None, " bob ") == "bob"
+    with pytest.raises(gr.Error):
+        cb.examiner_id(None, "  ")
+
+
+def test_auth_session_wins_over_client_name_in_the_app(services, speech_clip):
+    """The app's override event, called as Gradio calls it, under auth: the typed name is ignored."""
+    graded = cb.grade_file(services, speech_clip)
+    demo = build_app(services, auth=True)
+    override = next(fn for fn in demo.fns.values() if fn.api_name == "override").fn
+    request = gr.Request(username="alice")
+    override(graded.grade_id, 7.0, "agree", "", "", "mallory", request)
+    assert services.db.grade(graded.grade_id)["overrides"][0]["examiner"] == "alice"
+
+
+def test_auth_users_from_file_and_env(tmp_path, monkeypatch):
+    users_file = tmp_path / "users.txt"
+    users_file.write_text("# examiners\nalice:s3cret:with:colons\n\nbob:pw\n")
+    monkeypatch.setenv("GRADER_AUTH", "carol:x")
+    users = read_users(AppConfig(auth_file=str(users_file)))
+    assert users == {"alice": "s3cret:with:colons", "bob": "pw", "carol": "x"}
+    login = check_login(users)
+    assert login("alice", "s3cret:with:colons") and not login("alice", "pw") and not login("eve", "")
+
+
+def test_history_and_export(services, speech_clip, silent_wav):
+    first = cb.grade_file(services, speech_clip, "cand-1", "p1")
+    cb.grade_file(services, silent_wav, "cand-2", "p1")
+    cb.save_override(services, first.grade_id, 8.0, "agree", "", "", "ann")
+    rows = cb.history_rows(services)
+    assert [r[3] for r in rows] == ["cand-2", "cand-1"]
+    assert rows[0][5].startswith("not scored") and rows[1][5] == "overridden" and rows[1][9] == 8.0
+    assert [r[3] for r in cb.history_rows(services, candidate="cand-1")] == ["cand-1"]
+    assert cb.history_rows(services, examiner="nobody") == []
+    with open(cb.export_history(services, task_part="p1")) as f:
+        exported = list(csv.DictReader(f))
+    assert len(exported) == 2 and exported[1]["examiner"] == "ann"
+
+
+def test_agreement_metrics_plot_and_csv(services, speech_clip):
+    assert cb.agreement(services)[2].startswith("No overrides")
+    for examiner, final in (("ann", 6.0), ("bob", 8.0)):
+        graded = cb.grade_file(services, speech_clip)
+        cb.save_override(services, graded.grade_id, final, "partly", "", "", examiner)
+    table, fig, summary, path = cb.agreement(services, "soft")
+    assert [row[0] for row in table] == ["all examiners", "ann", "bob"] and table[0][1] == 2
+    assert {t.name for t in fig.data} == {"ann", "bob", "perfect agreement"}
+    assert "RMSE" in summary
+    with open(path) as f:
+        assert [r["examiner"] for r in csv.DictReader(f)] == ["ann", "bob"]
+
+
+def test_batch_from_zip_and_manifest(services, speech_clip, silent_wav, tmp_path):
+    archive = tmp_path / "answers.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(speech_clip, "inner/one.flac")
+        z.write(silent_wav, "two.wav")
+        z.writestr("notes.txt", "ignored")
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text(f"audio\tcandidate\tprompt\n{speech_clip}\tcand-9\tWE CALL IT BEAR\n")
+    items = cb.batch_inputs(services, [str(archive)], None) + cb.batch_inputs(services, [], str(manifest))
+    header, rows, path = cb.grade_many(services, items)
+    assert [r[0] for r in rows] == ["one.flac", "two.wav", speech_clip.name]
+    assert [r[header.index("scorable")] for r in rows] == [True, False, True]
+    assert rows[2][header.index("candidate")] == "cand-9" and rows[0][header.index("total_regression")] != ""
+    with open(path) as f:
+        assert len(list(csv.DictReader(f))) == 3
+    assert len(services.db.history()) == 3
+
+
+def test_distribution_chart_has_bars_and_both_lines(services, speech_clip):
+    prediction = cb.grade_file(services, speech_clip).prediction
+    score = prediction.scores["total"]
+    fig = distribution_figure(score, prediction.scale)
+    bars, *lines = fig.data
+    assert bars.type == "bar" and list(bars.y) == pytest.approx(score.probs)
+    assert list(bars.x) == prediction.scale.values.tolist()
+    assert [(line.name.split()[0], line.x[0]) for line in lines] == [("regression", score.regression),
+                                                                     ("soft", score.soft)]
+
+
+def test_every_event_has_an_api_name(services):
+    demo = build_app(services)
+    names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility != "private"}
+    assert {"grade", "override", "history", "export_history", "agreement", "grade_batch"} <= names

@@ -1,0 +1,379 @@
+"""What the app's events do, as plain functions of their inputs: testable without a browser or a server.
+
+Each function takes the `Services` (settings, grader, database) first; ui/app.py binds them to components.
+User mistakes raise `gr.Error`, which Gradio shows as a message and tests can catch.
+"""
+
+import csv
+import hashlib
+import html
+import math
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+
+from grader.gate import GateResult, inspect_file
+from grader.inference import Grader, Prediction
+from grader.metrics import score_metrics
+from grader.scale import ScoreScale, get_scale
+from storage import Database, StorageError
+
+from .charts import agreement_figure, distribution_figure
+from .config import AppConfig
+
+AUDIO_TYPES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".aac", ".mp4")
+AGREEMENT = ("agree", "partly", "disagree")
+REASON_CODES = ("pronunciation", "fluency", "prosody", "grammar/vocabulary", "task/content", "audio quality",
+                "speaker or accent", "other")
+FLAT_ENTROPY = 0.85  # normalised entropy above which the distribution says "could be anything"
+NO_CHECKPOINT = ("No grader checkpoint is available, so nothing can be graded. Train one with "
+                 "`python -m grader.train` (see the README) or start the app with `--checkpoint DIR`.")
+
+
+@dataclass
+class Services:
+    config: AppConfig
+    grader: Grader | None  # None: no checkpoint; the app says so and grades nothing
+    db: Database
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="grader-")))
+    load_error: str | None = None
+    run_model: Callable[[Grader, list[np.ndarray], list[str | None]], list[Prediction]] = (
+        lambda grader, audios, prompts: grader.grade_batch(audios, prompts))
+
+
+@dataclass
+class Graded:
+    """One response through the gate and (if scorable) the model."""
+    response_id: int
+    grade_id: int
+    gate: GateResult
+    prediction: Prediction | None
+    review: list[str]
+
+
+# ---- grading ----------------------------------------------------------------------------------------------
+
+def review_reasons(prediction: Prediction) -> list[str]:
+    """Why an examiner should listen to this one: the two heads disagree by more than half a class step
+    (0.5 on speechocean762's 1-point classes, 0.25 on a half-band scale), or the distribution is flat."""
+    score, scale = prediction.scores[prediction.headline], prediction.scale
+    reasons = []
+    gap = abs(score.regression - score.soft)
+    if gap > 0.5 * scale.step:
+        reasons.append(f"the regression ({score.regression:.2f}) and soft ({score.soft:.2f}) scores differ by "
+                       f"{gap:.2f}, more than half a class step ({0.5 * scale.step:g})")
+    entropy = normalised_entropy(score.probs)
+    if entropy > FLAT_ENTROPY:
+        reasons.append(f"the class distribution is nearly flat (normalised entropy {entropy:.2f} > {FLAT_ENTROPY}): "
+                       "the model is unsure")
+    return reasons
+
+
+def normalised_entropy(probs: list[float]) -> float:
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1)
+    return float(-(p * np.log(p)).sum() / math.log(len(p))) if len(p) > 1 else 0.0
+
+
+def grade_file(services: Services, path: str | Path, candidate: str = "", task_part: str = "", prompt: str = "",
+               progress: Callable = lambda fraction, desc: None) -> Graded:
+    """Gate, grade and store one file. A refused file is stored as non-scorable with the gate's reason."""
+    grader = require_grader(services)
+    config = services.config
+    audio, gate = inspect_file(path, config.audio_limits, config.gate)
+    response_id = store_response(services, Path(path), candidate, task_part, prompt, gate)
+    measures = gate.measures | {"gate_code": gate.code}
+    if not gate.scorable:
+        grade_id = services.db.add_grade(response_id, checkpoint_id=grader.checkpoint_id, scale_name=grader.scale.name,
+                                         scores={}, scorable=False, latency_s=0.0, gate_reason=gate.reason,
+                                         gate_measures=measures)
+        return Graded(response_id, grade_id, gate, None, [])
+    progress(0.3, desc="Grading")
+    prediction = services.run_model(grader, [audio], [prompt.strip() or None])[0]
+    progress(0.9, desc="Saving")
+    grade_id = services.db.add_grade(response_id, checkpoint_id=prediction.checkpoint, scale_name=prediction.scale.name,
+                                     scores={a: asdict(x) for a, x in prediction.scores.items()}, scorable=True,
+                                     latency_s=prediction.latency_s, headline=prediction.headline,
+                                     gate_measures=measures)
+    return Graded(response_id, grade_id, gate, prediction, review_reasons(prediction))
+
+
+def require_grader(services: Services) -> Grader:
+    if services.grader is None:
+        raise gr.Error(services.load_error or NO_CHECKPOINT, title="No checkpoint")
+    return services.grader
+
+
+def store_response(services: Services, path: Path, candidate: str, task_part: str, prompt: str,
+                   gate: GateResult) -> int:
+    """The response row: the audio's SHA-256 and metadata always; the file itself only under retention=keep."""
+    digest = sha256(path) if path.is_file() else None
+    kept = None
+    if services.config.retention == "keep" and digest:
+        folder = Path(services.config.data_dir) / "audio"
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = folder / f"{digest}{path.suffix.lower()}"
+        shutil.copyfile(path, kept)
+    return services.db.add_response(audio_sha256=digest or "", duration_s=gate.measures.get("duration_s", 0.0),
+                                    part=task_part.strip() or None, candidate_id=candidate.strip() or None,
+                                    prompt_text=prompt.strip() or None, audio_path=str(kept) if kept else None)
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def result_card(graded: Graded) -> str:
+    """The result as HTML: scores on the checkpoint's scale, CEFR band, sub-scores, and any review warning."""
+    if graded.prediction is None:
+        return (f'<div class="card refused"><h3>Not scored</h3><p>{html.escape(graded.gate.reason or "")}</p>'
+                f'<p class="meta">Stored as non-scorable (response #{graded.response_id}, '
+                f'code <code>{graded.gate.code}</code>). Record again or upload another file.</p></div>')
+    p, scale = graded.prediction, graded.prediction.scale
+    head = p.scores[p.headline]
+    band = scale.cefr_band(head.soft) if scale.cefr else None
+    rows = "".join(f"<tr><td>{html.escape(aspect)}</td><td>{s.regression:.2f}</td><td>{s.soft:.2f}</td>"
+                   f"<td>{s.hard:g}</td></tr>" for aspect, s in p.scores.items())
+    review = ""
+    if graded.review:
+        items = "".join(f"<li>{html.escape(r)}</li>" for r in graded.review)
+        review = f'<div class="review"><strong>Review recommended</strong><ul>{items}</ul></div>'
+    return (f'<div class="card"><div class="headline"><span class="label">{html.escape(p.headline)}</span>'
+            f'<span class="score">{head.regression:.1f}</span>'
+            f'<span class="of">regression score · soft {head.soft:.1f} · scale {scale.min:g}–{scale.max:g} '
+            f'({html.escape(scale.name)})</span>'
+            + (f'<span class="cefr">CEFR {band}</span>' if band else "") + "</div>"
+            f"{review}<table><tr><th>aspect</th><th>regression</th><th>soft</th><th>most likely</th></tr>{rows}"
+            f'</table><p class="meta">Response #{graded.response_id} · checkpoint {html.escape(p.checkpoint)} · '
+            f"graded in {p.latency_s:.2f} s</p></div>")
+
+
+def result_json(graded: Graded) -> dict:
+    """The machine-readable result (what scripts get from the `grade` API)."""
+    out = {"response_id": graded.response_id, "grade_id": graded.grade_id, "scorable": graded.gate.scorable, "gate_code": graded.gate.code,
+           "gate_reason": graded.gate.reason}
+    if graded.prediction:
+        out |= graded.prediction.to_dict() | {"review": graded.review}
+    return out
+
+
+def figure(graded: Graded) -> go.Figure | None:
+    p = graded.prediction
+    return distribution_figure(p.scores[p.headline], p.scale, p.headline) if p else None
+
+
+# ---- overrides --------------------------------------------------------------------------------------------
+
+def examiner_id(username: str | None, typed_name: str) -> str:
+    """Who is overriding: the login when auth is on (a client cannot choose it), else the typed name."""
+    if username:
+        return username
+    name = (typed_name or "").strip()
+    if not name:
+        raise gr.Error("Enter your name as examiner before saving an override.")
+    return name
+
+
+def save_override(services: Services, grade_id: int | None, final_score: float | None, agreement: str | None,
+                  reason_code: str | None, comment: str, examiner: str) -> str:
+    """Store an examiner's decision on a grade; a locked or read-only database keeps it in the outbox for retry,
+    and the message says so."""
+    if not grade_id:
+        raise gr.Error("Grade a response first: there is nothing to override yet.")
+    scale = _scale(services)
+    if final_score is None or math.isnan(final_score):
+        raise gr.Error("Enter your final score.")
+    if scale and not scale.min <= final_score <= scale.max:
+        raise gr.Error(f"The final score must lie between {scale.min:g} and {scale.max:g}.")
+    if agreement not in AGREEMENT:
+        raise gr.Error("Choose agree, partly or disagree.")
+    try:
+        receipt = services.db.add_override(int(grade_id), examiner=examiner, final_score=float(final_score),
+                                           agreement=agreement, reason_code=reason_code or None,
+                                           comment=(comment or "").strip() or None)
+    except (ValueError, StorageError) as error:
+        raise gr.Error(f"The override was not saved: {error}", title="Not saved") from error
+    if receipt.queued:
+        return (f"⚠ Not written to the database yet: {receipt.error}. It is kept in the outbox and will be saved "
+                "automatically when the database accepts writes again; no need to submit it again.")
+    return f"✓ Override saved (grade #{int(grade_id)}): final score {final_score:g}, {agreement}, by {examiner}."
+
+
+# ---- history and agreement --------------------------------------------------------------------------------
+
+def write_csv(services: Services, name: str, header: list[str], rows: list[list]) -> str:
+    """A CSV in the private temp folder (Gradio serves it from there for download; never from the data dir)."""
+    path = services.workdir / name
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return str(path)
+
+HISTORY_COLUMNS = ["graded at (UTC)", "response", "grade", "candidate", "task part", "status", "regression",
+                   "soft", "CEFR", "final score", "agreement", "examiner", "reason", "comment"]
+
+
+def history_filters(candidate: str = "", task_part: str = "", examiner: str = "") -> dict[str, str]:
+    """Exact-match filters for storage's history(); an empty field filters nothing."""
+    return {k: v.strip() for k, v in (("candidate", candidate), ("part", task_part), ("examiner", examiner))
+            if v and v.strip()}
+
+
+def history_rows(services: Services, candidate: str = "", task_part: str = "", examiner: str = "") -> list[list]:
+    """Graded responses, newest first, each with the override in force."""
+    rows = []
+    for r in services.db.history(**history_filters(candidate, task_part, examiner)):
+        status = ("overridden" if r["override_id"] else "graded") if r["scorable"] else \
+            f"not scored: {r['gate_reason']}"
+        rows.append([_when(r["graded_at"]), r["response_id"], r["grade_id"], r["candidate_id"] or "",
+                     r["part"] or "", status, _round(r["regression"]), _round(r["soft"]),
+                     _cefr(r["scale_name"], r["soft"]), _round(r["final_score"]), r["agreement"] or "",
+                     r["examiner"] or "", r["reason_code"] or "", r["comment"] or ""])
+    return rows
+
+
+def export_history(services: Services, candidate: str = "", task_part: str = "", examiner: str = "") -> str:
+    """Every matching row with all of storage's columns (hashes, checkpoint, latency...), not only those shown."""
+    path = services.workdir / "history.csv"
+    services.db.export_history_csv(path, **history_filters(candidate, task_part, examiner))
+    return str(path)
+
+
+AGREEMENT_COLUMNS = ["examiner", "n", "rmse", "pcc", "src", "krc", "within_0_5", "within_1_0"]
+
+
+def agreement(services: Services, head: str = "regression") -> tuple[list[list], go.Figure, str, str | None]:
+    """Model (`head`: regression or soft) against examiners' final scores: overall and per-examiner metrics,
+    the scatter plot, a summary line, and the CSV of pairs."""
+    pairs = services.db.override_pairs()
+    if not pairs:
+        return [], agreement_figure([], [], [], _scale(services)), "No overrides yet: nothing to compare.", None
+    model = [p[f"model_{head}"] for p in pairs]
+    final = [p["final_score"] for p in pairs]
+    who = [p["examiner"] for p in pairs]
+    table = [_metric_row("all examiners", model, final)]
+    for name in sorted(set(who)):
+        picked = [i for i, w in enumerate(who) if w == name]
+        table.append(_metric_row(name, [model[i] for i in picked], [final[i] for i in picked]))
+    columns = ["grade_id", "part", "examiner", "model_regression", "model_soft", "final_score", "agreement",
+               "created_at"]
+    csv_path = write_csv(services, "agreement.csv", columns, [[p[c] for c in columns] for p in pairs])
+    overall = table[0]
+    pearson = overall[3] if overall[3] != "" else "n/a (needs two or more different scores)"
+    summary = (f"**{overall[1]}** examiner decisions from {len(set(who))} examiner(s), model {head} score: "
+               f"RMSE {overall[2]}, Pearson {pearson}, within 0.5: {overall[6]} %, within 1.0: {overall[7]} %.")
+    return table, agreement_figure(model, final, who, _scale(services), head), summary, csv_path
+
+
+def _metric_row(name: str, model: list[float], final: list[float]) -> list:
+    m = score_metrics(model, final)
+    return [name, m["n"], *(_round(m[k]) for k in AGREEMENT_COLUMNS[2:])]
+
+
+# ---- batch ------------------------------------------------------------------------------------------------
+
+BATCH_COLUMNS = ["file", "candidate", "response", "grade", "scorable", "reason"]
+
+
+def batch_inputs(services: Services, paths: list[str], manifest: str | None) -> list[tuple[Path, str, str, str]]:
+    """(audio path, candidate, task part, prompt) for every audio file uploaded, inside uploaded zips, or listed
+    in a manifest (CSV/TSV with an `audio` column; optional candidate, task_part, prompt or text; audio paths
+    relative to the manifest or to the uploaded files, matched by name)."""
+    files: list[Path] = []
+    for p in map(Path, paths or []):
+        if p.suffix.lower() == ".zip":
+            files += _unzip(services, p)
+        elif p.suffix.lower() in AUDIO_TYPES:
+            files.append(p)
+    if not manifest:
+        return [(f, "", "", "") for f in files]
+    by_name = {f.name: f for f in files}
+    text = Path(manifest).read_text()
+    rows = csv.DictReader(text.splitlines(), dialect=csv.Sniffer().sniff(text.splitlines()[0], ",\t;"))
+    items = []
+    for row in rows:
+        name = row.get("audio") or row.get("file") or ""
+        audio = by_name.get(Path(name).name) or Path(manifest).parent / name
+        items.append((audio, row.get("candidate") or row.get("candidate_id") or row.get("speaker") or "",
+                      row.get("task_part") or "", row.get("prompt") or row.get("text") or ""))
+    return items
+
+
+def _unzip(services: Services, archive: Path) -> list[Path]:
+    """Audio members of a zip, extracted flat into the private temp folder (no path from the archive is used)."""
+    out = Path(tempfile.mkdtemp(dir=services.workdir, prefix="zip-"))
+    files = []
+    with zipfile.ZipFile(archive) as z:
+        for i, info in enumerate(z.infolist()):
+            name = Path(info.filename).name
+            if info.is_dir() or Path(name).suffix.lower() not in AUDIO_TYPES or name.startswith("."):
+                continue
+            if info.file_size > services.config.audio_limits.max_bytes:
+                raise gr.Error(f"{name} in {archive.name} is larger than the upload limit.")
+            target = out / f"{i:05d}-{name}"
+            with z.open(info) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            files.append(target)
+    return files
+
+
+def grade_many(services: Services, items: list[tuple[Path, str, str, str]],
+               progress: Callable[[float, str], None] = lambda fraction, desc: None) -> tuple[list[str], list[list], str]:
+    """Grade each item (gate first), store every one, and return the result table and its CSV."""
+    grader = require_grader(services)
+    if not items:
+        raise gr.Error("Upload audio files, a zip of them, or a manifest.")
+    aspects = grader.aspects
+    header = BATCH_COLUMNS + [f"{a}_{h}" for a in aspects for h in ("regression", "soft")] + ["cefr", "review"]
+    rows = []
+    for i, (path, candidate, task_part, prompt) in enumerate(items):
+        progress(i / len(items), f"grading {path.name} ({i + 1}/{len(items)})")
+        graded = grade_file(services, path, candidate, task_part, prompt)
+        row = [_display_name(path), candidate, graded.response_id, graded.grade_id, graded.gate.scorable, graded.gate.reason or ""]
+        if graded.prediction:
+            p = graded.prediction
+            row += [_round(getattr(p.scores[a], h)) for a in aspects for h in ("regression", "soft")]
+            row += [p.scale.cefr_band(p.scores[p.headline].soft) or "", "; ".join(graded.review)]
+        else:
+            row += [""] * (2 * len(aspects) + 2)
+        rows.append(row)
+    progress(1.0, "done")
+    return header, rows, write_csv(services, "batch-results.csv", header, rows)
+
+
+def _display_name(path: Path) -> str:
+    """The uploaded name, without the index prefix a zip member got on extraction."""
+    name = path.name
+    return name[6:] if path.parent.name.startswith("zip-") else name
+
+
+# ---- helpers ----------------------------------------------------------------------------------------------
+
+def _scale(services: Services) -> ScoreScale | None:
+    return services.grader.scale if services.grader else None
+
+
+def _cefr(scale_name: str, score: float | None) -> str:
+    try:
+        return (get_scale(scale_name).cefr_band(score) or "") if score is not None else ""
+    except ValueError:  # a scale this version does not know
+        return ""
+
+
+def _round(x: float | None, digits: int = 3) -> float | str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), digits)
+
+
+def _when(t) -> str:
+    return t.strftime("%Y-%m-%d %H:%M") if hasattr(t, "strftime") else str(t or "")

@@ -1,0 +1,75 @@
+"""The app's settings: one dataclass, defaults here, every field a command-line flag (grader.options)."""
+
+import hmac
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grader.audio import AudioLimits
+from grader.gate import GateConfig
+
+RETENTION = ("discard", "keep")
+
+
+@dataclass
+class AppConfig:
+    """Grade spoken English in the browser and log examiner overrides."""
+
+    checkpoint: str | None = field(default=None, metadata={"help": "grader checkpoint folder; default: "
+                                                                   "checkpoints/default"})
+    db: str | None = field(default=None, metadata={"help": "SQLAlchemy URL or SQLite file; default: $DATABASE_URL, "
+                                                           "else DATA_DIR/grades.db"})
+    data_dir: str = field(default="data", metadata={"help": "private folder for the database (never served)"})
+    host: str | None = field(default=None, metadata={"help": "address to listen on; default: $GRADIO_SERVER_NAME "
+                                                             "or 127.0.0.1"})
+    port: int | None = field(default=None, metadata={"help": "port; default: $GRADIO_SERVER_PORT or 7860"})
+    auth_file: str | None = field(default=None, metadata={"help": "file of user:password lines; turns login on "
+                                                                  "(also $GRADER_AUTH='user:pw,user2:pw2')"})
+    share: bool = field(default=False, metadata={"help": "open a public gradio.live link"})
+    retention: str = field(default="discard", metadata={"help": "uploaded audio: 'discard' keeps only its SHA-256 "
+                                                                "and metadata; 'keep' also stores the file in "
+                                                                "DATA_DIR/audio"})
+    max_upload_mb: float = field(default=25.0, metadata={"help": "largest upload accepted"})
+    max_seconds: float = field(default=120.0, metadata={"help": "longest response graded"})
+    concurrency: int = field(default=1, metadata={"help": "gradings run at once (each holds the model busy)"})
+    device: str | None = field(default=None, metadata={"help": "cpu or cuda; default: cuda when available"})
+    threads: int = field(default=0, metadata={"help": "CPU threads for the model; 0: torch's default"})
+
+    def __post_init__(self):
+        if self.retention not in RETENTION:
+            raise ValueError(f"--retention must be one of {', '.join(RETENTION)}, not {self.retention!r}")
+
+    @property
+    def database_url(self) -> str:
+        """A SQLAlchemy URL or a SQLite file path (storage.Database.open takes both)."""
+        return self.db or os.environ.get("DATABASE_URL") or str(Path(self.data_dir) / "grades.db")
+
+    @property
+    def audio_limits(self) -> AudioLimits:
+        return AudioLimits(max_bytes=int(self.max_upload_mb * 2**20), max_seconds=self.max_seconds)
+
+    @property
+    def gate(self) -> GateConfig:
+        return GateConfig(max_seconds=self.max_seconds)
+
+
+def read_users(config: AppConfig) -> dict[str, str]:
+    """Examiner logins from --auth-file (user:password per line, # comments) and $GRADER_AUTH; empty: no login."""
+    entries = os.environ.get("GRADER_AUTH", "").split(",")
+    if config.auth_file:
+        entries += Path(config.auth_file).read_text().splitlines()
+    users = {}
+    for entry in (e.strip() for e in entries):
+        if entry and not entry.startswith("#"):
+            user, sep, password = entry.partition(":")
+            if not (sep and user.strip() and password):
+                raise ValueError(f"auth entries must be user:password, got {user.strip()!r}:…")
+            users[user.strip()] = password
+    return users
+
+
+def check_login(users: dict[str, str]):
+    """Gradio's auth callable: constant-time comparison, so timing does not reveal a password."""
+    def check(user: str, password: str) -> bool:
+        return user in users and hmac.compare_digest(users[user].encode(), password.encode())
+    return check
