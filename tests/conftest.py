@@ -83,5 +83,5 @@ def tiny_checkpoint(tiny_whisper, small_manifest, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("checkpoint") / "tiny"
     train_main(["--manifest", str(small_manifest), "--model", tiny_whisper, "--dev-speakers", "3", "--epochs", "1",
-                "--batch-size", "8", "--target", "total,accuracy,fluency,prosodic", "--out", str(out)])
+                "--batch-size", "8", "--target", "total,accuracy,fluency,prosodic", "--cache-dir", "", "--out", str(out)])
     return out

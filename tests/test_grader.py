@@ -106,7 +106,7 @@ def test_fa_loss_is_minimised_by_the_fair_average_distribution():
 def test_train_resume_save_load_and_evaluate(tiny_whisper, small_manifest, tmp_path, capsys):
     out = tmp_path / "run"
     common = ["--manifest", str(small_manifest), "--model", tiny_whisper, "--dev-speakers", "3", "--batch-size", "8",
-              "--target", "total,accuracy", "--out", str(out)]
+              "--target", "total,accuracy", "--cache-dir", "", "--out", str(out)]
     train_main(common + ["--epochs", "1"])
     assert (out / "weights.safetensors").is_file() and (out / "last" / "trainer.pt").is_file()
     train_main(common + ["--epochs", "2", "--resume"])
