@@ -43,6 +43,8 @@ def private_paths(config: AppConfig) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for chatty in ("alembic", "httpx"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     config = parse_options(AppConfig, argv)
     users = read_users(config)
     workdir = Path(tempfile.mkdtemp(prefix="grader-uploads-"))  # mode 0700: private to this user
@@ -52,14 +54,14 @@ def main(argv: list[str] | None = None) -> None:
     from grader.inference import Grader
     from storage import Database
     from ui.app import CSS, build_app
-    from ui.callbacks import NO_CHECKPOINT, Services
+    from ui.callbacks import Services
 
     grader, load_error = None, None
     try:
         grader = Grader.load(config.checkpoint, config.device, config.threads)
         log.info("checkpoint %s loaded (scale %s)", grader.checkpoint_id, grader.scale.name)
     except FileNotFoundError as error:
-        load_error = f"{error} {NO_CHECKPOINT}"
+        load_error = f"{error} Nothing can be graded until one is available."
         log.error("no checkpoint: %s", load_error)
     db = Database.open(config.database_url)
     services = Services(config, grader, db, workdir=workdir, load_error=load_error, run_model=run_model)

@@ -88,6 +88,14 @@ def test_no_checkpoint_refuses_to_grade(services, speech_clip):
         cb.grade_file(services, speech_clip)
 
 
+def test_page_says_when_no_checkpoint_is_loaded(services):
+    services.grader = None
+    demo = build_app(services)
+    banners = [b.value for b in demo.blocks.values() if isinstance(b, gr.HTML) and b.value]
+    assert any("No checkpoint loaded" in v and "python -m grader.train" in v for v in banners)
+    assert not next(b for b in demo.blocks.values() if isinstance(b, gr.Button) and b.value == "Grade").interactive
+
+
 def test_review_flags_disagreement_and_flat_distribution(services, speech_clip):
     prediction = cb.grade_file(services, speech_clip).prediction
     score = prediction.scores["total"]

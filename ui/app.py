@@ -19,7 +19,8 @@ CSS = """
 .card .score {font-size: 2.6em; font-weight: 700; line-height: 1;}
 .card .of {color: var(--body-text-color-subdued);}
 .card .cefr {background: #1f6f43; color: white; border-radius: 6px; padding: 2px 10px; font-weight: 600;}
-.card table {width: 100%; border-collapse: collapse; margin-top: 6px;}
+.card table, .card tr {border: none !important;}
+.card table {width: 100%; border-collapse: collapse; margin: 6px 0 0 0 !important;}
 .card th, .card td {text-align: left; padding: 4px 8px; border: none !important;
   border-bottom: 1px solid var(--border-color-primary) !important;}
 .card td:first-child {text-transform: capitalize;}

@@ -1,0 +1,107 @@
+"""The app as people and scripts use it: `python app.py` in a subprocess, driven by headless Chromium and by
+gradio_client. The screenshot lands in test-output/browser-grade.png."""
+
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SCREENSHOT = REPO / "test-output" / "browser-grade.png"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, tmp_path_factory):
+    """The real entry point on a free port, with the tiny checkpoint and a fresh SQLite file."""
+    folder = tmp_path_factory.mktemp("app")
+    db, port = folder / "grades.db", free_port()
+    env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    env.pop("GRADER_AUTH", None)
+    log = open(folder / "app.log", "w")
+    process = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--checkpoint", str(tiny_checkpoint),
+                                "--db", str(db), "--data-dir", str(folder / "data"), "--port", str(port),
+                                "--host", "127.0.0.1"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"app exited ({process.returncode}):\n{(folder / 'app.log').read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    else:
+        process.terminate()
+        pytest.fail(f"app did not start in 120 s:\n{(folder / 'app.log').read_text()[-3000:]}")
+    yield url, db
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+def overrides(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT grade_id, examiner, final_score, agreement, reason_code, comment "
+                                  "FROM overrides ORDER BY id").fetchall()
+
+
+@pytest.mark.browser
+def test_grade_and_override_in_the_browser(server, speech_clip):
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    url, db = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1250})
+        page.goto(url)
+        page.locator("#audio-input input[type=file]").set_input_files(str(speech_clip))
+        page.get_by_label("Candidate id").fill("cand-browser")
+        page.get_by_label("Prompt or reference text").fill("WE CALL IT BEAR")
+        page.get_by_role("button", name="Grade", exact=True).click()
+        expect(page.locator(".card .score")).to_be_visible(timeout=60_000)
+        expect(page.locator(".js-plotly-plot .barlayer")).to_be_visible(timeout=30_000)
+        expect(page.locator(".js-plotly-plot").get_by_text("regression", exact=False).first).to_be_visible()
+        grade_id = int(page.get_by_label("Grade #").input_value())
+        page.get_by_label("Final score").fill("6")
+        page.get_by_label("partly").check()
+        page.get_by_label("Reason").click()
+        page.get_by_role("option", name="fluency").click()
+        page.get_by_label("Comment").fill("hesitant in the middle")
+        page.get_by_label("Examiner name").fill("ann")
+        page.get_by_role("button", name="Save override").click()
+        expect(page.get_by_text("Override saved")).to_be_visible(timeout=30_000)
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=SCREENSHOT, full_page=True)
+        browser.close()
+    assert (grade_id, "ann", 6.0, "partly", "fluency", "hesitant in the middle") in overrides(db)
+
+
+def test_gradio_client_grades_and_overrides(server, speech_clip):
+    from gradio_client import Client, handle_file
+
+    url, db = server
+    client = Client(url, verbose=False)
+    card, chart, result, grade_id, *_ = client.predict(handle_file(str(speech_clip)), "cand-api", "part 2", "",
+                                                       api_name="/grade")
+    assert result["scorable"] and result["grade_id"] == grade_id and "total" in result["scores"]
+    message = client.predict(grade_id, 7.0, "agree", "", "scripted", "script-bot", api_name="/override")
+    assert message.startswith("✓")
+    assert (grade_id, "script-bot", 7.0, "agree", None, "scripted") in overrides(db)
