@@ -1,0 +1,101 @@
+import csv
+
+import numpy as np
+import pytest
+
+from grader.audio import SAMPLE_RATE, load_audio
+from grader.gate import GateConfig, GateResult, check_audio, inspect_file
+
+RNG = np.random.default_rng(0)
+MEASURES = {"duration_s", "speech_s", "speech_ratio", "peak_dbfs", "rms_dbfs", "clipped_fraction", "dc_offset"}
+
+
+@pytest.fixture(scope="module")
+def speech(speech_clip) -> np.ndarray:
+    return load_audio(speech_clip)
+
+
+def seconds(n: float) -> int:
+    return int(n * SAMPLE_RATE)
+
+
+def test_real_speech_is_scorable(speech):
+    result = check_audio(speech)
+    assert result == GateResult(True, None, None, result.measures)
+    assert set(result.measures) == MEASURES and 1.2 < result.measures["speech_s"] < 2.0
+
+
+def test_real_clips_all_pass(speechocean_dir):
+    """A false refusal of real speech is a bug: every 25th clip of speechocean762 (100 clips) must pass.
+    (All 2,500 pass; that run takes a minute.)"""
+    with open(speechocean_dir / "labels.tsv") as file:
+        rows = list(csv.DictReader(file, delimiter="\t"))[::25]
+    refused = [(row["utt_id"], row["text"], result.reason) for row in rows
+               if not (result := inspect_file(speechocean_dir / row["audio"])[1]).scorable]
+    assert len(rows) >= 100 and refused == []
+
+
+@pytest.mark.parametrize("make, code", [
+    (lambda: np.zeros(seconds(3)), "silent"),
+    (lambda: np.full(seconds(3), 0.4), "silent"),  # DC alone is silence
+    (lambda: RNG.standard_normal(seconds(3)) * 1e-4, "silent"),  # an unplugged microphone's hiss
+    (lambda: RNG.standard_normal(seconds(3)) * 0.2, "no_speech"),
+    (lambda: 0.5 * np.sin(2 * np.pi * 440 * np.arange(seconds(3)) / SAMPLE_RATE), "no_speech"),
+    (lambda: 0.5 * np.sign(np.sin(2 * np.pi * 200 * np.arange(seconds(3)) / SAMPLE_RATE)), "no_speech"),
+    (lambda: np.zeros(seconds(0.4)), "too_short"),
+    (lambda: np.zeros(0), "too_short"),
+    (lambda: RNG.standard_normal(seconds(121)) * 0.1, "too_long"),
+], ids=["zeros", "dc", "hiss", "white-noise", "tone", "square-wave", "short", "empty", "long"])
+def test_refuses_what_is_not_speech(make, code):
+    result = check_audio(make())
+    assert not result.scorable and result.code == code and result.reason.endswith(".")
+
+
+def test_messages(speech):
+    assert check_audio(np.zeros(seconds(0.4))).reason == "Too short (0.4 s; at least 1.0 s)."
+    assert check_audio(np.zeros(seconds(3))).reason == "No speech detected: the recording is silent."
+    assert check_audio(np.clip(speech * 4, -1, 1)).reason.startswith("The recording is clipped (")
+    assert check_audio(speech, GateConfig(min_speech_seconds=5)).reason == \
+        "Too little speech (1.5 s; at least 5.0 s is needed)."
+    assert check_audio(speech, GateConfig(max_seconds=2)).reason == "Too long (2.6 s; at most 2.0 s)."
+
+
+def test_dc_offset_speech_is_scorable_and_measured(speech):
+    result = check_audio(speech + 0.3)
+    assert result.scorable and abs(result.measures["dc_offset"] - 0.3) < 0.01
+    assert result.measures["rms_dbfs"] == pytest.approx(check_audio(speech).measures["rms_dbfs"], abs=0.01)
+
+
+def test_quiet_speech_is_heard(speech):
+    """Silero misses quiet speech; the gate normalises the level first."""
+    assert check_audio(speech * 0.02).scorable
+
+
+def test_clipping_counts_runs_not_peaks(speech):
+    spiky = speech.copy()
+    spiky[::400] = 1.0  # isolated full-scale samples: 0.25% of samples, no runs
+    assert check_audio(spiky).measures["clipped_fraction"] == 0
+    clipped = check_audio(np.clip(speech * 4, -1, 1))
+    assert clipped.code == "clipped" and clipped.measures["clipped_fraction"] > 0.05
+
+
+def test_speech_lost_in_a_long_recording(speech):
+    audio = RNG.standard_normal(seconds(60)) * 1e-3
+    audio[seconds(30):seconds(30) + len(speech)] += speech
+    result = check_audio(audio)
+    assert result.code == "too_little_speech" and "in 60.0 s of recording" in result.reason
+
+
+def test_invalid_samples_do_not_raise():
+    result = check_audio(np.array([0.1, np.nan, np.inf] * 20_000))
+    assert result.code == "unreadable" and "NaN" in result.reason
+
+
+def test_fast(speech):
+    import time
+
+    audio = np.tile(speech, 12)  # 31 s
+    check_audio(audio[:SAMPLE_RATE])
+    start = time.perf_counter()
+    check_audio(audio)
+    assert time.perf_counter() - start < 0.5  # ~0.03 s on one core
