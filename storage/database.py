@@ -1,0 +1,398 @@
+"""The database the app writes grades and examiner overrides to.
+
+SQLite by default (one file, WAL, so readers never wait for the writer), any SQLAlchemy URL for a team (PostgreSQL).
+Every write commits before it returns. On SQLite, `synchronous=FULL` makes a commit fsync the WAL, so an acknowledged
+override survives a power cut or an OS crash, not only a crash of the app (which NORMAL already survives); it costs
+one fsync, a few milliseconds, per write, which an examiner clicking "save" never notices.
+
+An override that cannot be written (database locked, read-only, disk full, unreachable) goes to a durable outbox
+file beside the database and is replayed later, so an override the examiner was told is saved is never lost.
+"""
+
+import csv
+import logging
+import math
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.orm import Session, aliased
+
+from .models import AGREEMENTS, Grade, Override, Response, utcnow
+from .outbox import Outbox
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_PATH = REPO / "data" / "grades.db"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+log = logging.getLogger(__name__)
+QUEUED = "your override was kept and will be retried"
+
+
+class StorageError(Exception):
+    """A database failure a person can act on. The message is one line for the UI: what went wrong, and what
+    became of the data."""
+
+    reason = "the database cannot be opened or reached"
+
+    def __init__(self, fate: str = "", detail: str = ""):
+        self.fate = fate
+        super().__init__("; ".join(filter(None, [self.reason + (f" ({detail})" if detail else ""), fate])))
+
+
+class DatabaseLocked(StorageError):
+    reason = "the database is locked by another process"
+
+
+class DatabaseReadOnly(StorageError):
+    reason = "the database is read-only (check the permissions of the file and its folder)"
+
+
+class DatabaseFull(StorageError):
+    reason = "the disk holding the database is full"
+
+
+class DatabaseUnavailable(StorageError):
+    """Cannot open or reach the database: a missing folder, an I/O error, a server that does not answer."""
+
+
+SQLITE_ERRORS: dict[int, type[StorageError]] = {
+    sqlite3.SQLITE_BUSY: DatabaseLocked, sqlite3.SQLITE_LOCKED: DatabaseLocked,
+    sqlite3.SQLITE_READONLY: DatabaseReadOnly, sqlite3.SQLITE_FULL: DatabaseFull}
+
+
+def storage_error(error: sa.exc.DBAPIError, fate: str = "") -> StorageError:
+    """The StorageError for a driver error, by SQLite's primary result code (anything else: unavailable)."""
+    cls = SQLITE_ERRORS.get(getattr(error.orig, "sqlite_errorcode", -1) & 0xFF, DatabaseUnavailable)
+    return cls(fate, detail=str(error.orig) if cls is DatabaseUnavailable else "")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What became of an override: stored (`id` set), or queued in the outbox (`error` says why, for the UI)."""
+
+    uuid: str
+    id: int | None
+    error: StorageError | None = None
+
+    @property
+    def queued(self) -> bool:
+        return self.id is None
+
+
+Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
+
+
+def make_engine(url: str, busy_timeout_s: float = 10.0, synchronous: Synchronous = "FULL") -> sa.Engine:
+    """An engine whose SQLite connections all get WAL, foreign keys, a busy timeout and the sync level, and whose
+    transactions SQLAlchemy begins itself: the driver's own BEGIN skips DDL (migrations would not be atomic) and
+    cannot take the write lock up front."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name != "sqlite":
+        return engine
+
+    @sa.event.listens_for(engine, "connect")
+    def connect(dbapi_connection: sqlite3.Connection, _: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
+        deadline = time.monotonic() + busy_timeout_s
+        while True:  # turning a new file to WAL fails at once, not after the busy timeout, if another process has it
+            try:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA synchronous = {synchronous}")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def begin(connection: sa.Connection) -> None:
+        # A writer takes the lock at BEGIN, where the busy timeout applies, rather than failing at once on
+        # upgrading a read snapshot that another writer has made stale.
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get("write") else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """The app's one handle on storage (open it once per process with Database.open). Each call runs in its own
+    short transaction, so one Database serves the web app's threads and any number of processes share the file."""
+
+    def __init__(self, engine: sa.Engine, outbox: Outbox | None):
+        self.engine = engine
+        self.outbox = outbox
+        self._writer = engine.execution_options(write=True)
+
+    @classmethod
+    def open(cls, url: str | Path | None = None, *, outbox: str | Path | None = None, busy_timeout_s: float = 10.0,
+             synchronous: Synchronous = "FULL") -> Self:
+        """Open (creating and migrating as needed) the database at a SQLAlchemy URL or a SQLite file path; by
+        default $DATABASE_URL, else data/grades.db in the repo. The outbox defaults to `<database file>.outbox.jsonl`;
+        a server database has none unless one is given, and a failed override write then raises."""
+        url = url or os.environ.get("DATABASE_URL") or DEFAULT_PATH
+        if isinstance(url, Path) or "://" not in url:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            url = f"sqlite:///{Path(url).resolve()}"
+        path = sqlite_path(url)
+        outbox = outbox or (path and path.with_name(path.name + ".outbox.jsonl"))
+        db = cls(make_engine(url, busy_timeout_s, synchronous), Outbox(outbox) if outbox else None)
+        try:
+            db._migrate()
+        except sa.exc.OperationalError as error:
+            db.close()
+            raise storage_error(error) from error
+        db.flush_outbox()
+        return db
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        """`alembic upgrade head`, skipped without taking the write lock when the schema is current (a read-only
+        database at head opens fine)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        head = ScriptDirectory.from_config(config).get_current_head()
+        with self.engine.connect() as connection:
+            if MigrationContext.configure(connection).get_current_revision() == head:
+                return
+        with self._writer.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    @contextmanager
+    def _session(self, write: bool = False, fate: str = "") -> Iterator[Session]:
+        """A transaction, committed on leaving; database failures come out as StorageError."""
+        try:
+            with Session(self._writer if write else self.engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except sa.exc.OperationalError as error:
+            raise storage_error(error, fate) from error
+        except sa.exc.IntegrityError as error:
+            raise ValueError(f"the database refused the record: {error.orig}") from error
+
+    def _add(self, row: Response | Grade | Override, fate: str) -> int:
+        with self._session(write=True, fate=fate) as session:
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def add_response(self, *, audio_sha256: str, duration_s: float, part: str | None = None,
+                     candidate_id: str | None = None, prompt_text: str | None = None,
+                     audio_path: str | None = None) -> int:
+        """Store one recording's metadata (its audio only as a path, where retention keeps it); returns its id."""
+        return self._add(Response(audio_sha256=audio_sha256, duration_s=duration_s, part=part,
+                                  candidate_id=candidate_id, prompt_text=prompt_text, audio_path=audio_path),
+                         "the response was not saved")
+
+    def add_grade(self, response_id: int, *, checkpoint_id: str, scale_name: str, scores: dict[str, dict[str, Any]],
+                  scorable: bool, latency_s: float, headline: str | None = None, gate_reason: str | None = None,
+                  gate_measures: dict[str, Any] | None = None, evidence: dict[str, Any] | None = None) -> int:
+        """Store a model's grade of a response; returns its id. `scores` is {aspect: {"regression", "soft", "hard",
+        "probs"}} (Prediction.to_dict()["scores"]); the headline aspect (default: the first) is also kept as columns.
+        A non-scorable response gets a grade too, with empty scores and the gate's reason."""
+        headline = headline or next(iter(scores), None)
+        top = scores[headline] if headline else {}
+        return self._add(Grade(response_id=response_id, checkpoint_id=checkpoint_id, scale_name=scale_name,
+                               scores=scores, headline=headline, regression=top.get("regression"),
+                               soft=top.get("soft"), hard=top.get("hard"), scorable=scorable, gate_reason=gate_reason,
+                               gate_measures=gate_measures or {}, evidence=evidence, latency_s=latency_s),
+                         "the grade was not saved")
+
+    def set_evidence(self, grade_id: int, evidence: dict[str, Any]) -> None:
+        """Attach the evidence (transcript, fluency measures), which is computed after the grade is shown. The
+        grade's scores are not touched."""
+        with self._session(write=True, fate="the evidence was not saved") as session:
+            grade = session.get(Grade, grade_id)
+            if grade is None:
+                raise ValueError(f"no grade {grade_id}")
+            grade.evidence = evidence
+
+    def add_override(self, grade_id: int, *, examiner: str, final_score: float, agreement: str,
+                     reason_code: str | None = None, comment: str | None = None) -> Receipt:
+        """Record an examiner's decision on a grade, as a new row (append-only). Committed before it returns; if the
+        database cannot take it, it is queued in the outbox (fsync'd) and the receipt says so. Raises ValueError (or
+        TypeError) for invalid input, and StorageError only when the override could be neither stored nor queued."""
+        record = override_record(grade_id, examiner=examiner, final_score=final_score, agreement=agreement,
+                                 reason_code=reason_code, comment=comment)
+        try:
+            receipt = Receipt(record["override_uuid"], self._store_override(record))
+        except StorageError as error:
+            if self.outbox is None:
+                raise type(error)("your override was NOT saved: please try again") from error
+            try:
+                self.outbox.append(record)
+            except OSError as outbox_error:
+                raise type(error)(f"your override was NOT saved, and could not be queued either ({outbox_error}): "
+                                  "please try again") from outbox_error
+            return Receipt(record["override_uuid"], None, error)
+        if self.outbox:
+            self.flush_outbox()  # the database takes writes again: send what waited
+        return receipt
+
+    def _store_override(self, record: dict[str, Any]) -> int:
+        """Insert a validated override record; returns its id, also when it was stored before (a replay)."""
+        row = Override(**record | {"created_at": datetime.fromisoformat(record["created_at"])})
+        try:
+            return self._add(row, QUEUED)
+        except ValueError:
+            with self._session() as session:
+                stored = session.scalar(sa.select(Override.id).where(Override.override_uuid == row.override_uuid))
+            if stored is None:
+                raise
+            return stored
+
+    def flush_outbox(self) -> int:
+        """Replay queued overrides, oldest first; returns how many left the queue (stored now, or found stored by
+        an earlier replay). Stops quietly while the database still refuses writes. One it refuses for good (its
+        grade is gone) stays queued, with a warning, for a person to look at."""
+        if not self.outbox:
+            return 0
+        stored: set[str] = set()
+        for record in self.outbox.read():
+            try:
+                self._store_override(record)
+            except StorageError:
+                break
+            except ValueError as error:
+                log.warning("queued override %s refused: %s", record["override_uuid"], error)
+                continue
+            stored.add(record["override_uuid"])
+        self.outbox.remove(stored)
+        return len(stored)
+
+    def grade(self, grade_id: int) -> dict[str, Any] | None:
+        """One grade in full (scores, gate, evidence) with its response and every override, oldest first."""
+        with self._session() as session:
+            grade = session.get(Grade, grade_id)
+            if grade is None:
+                return None
+            overrides = session.scalars(sa.select(Override).where(Override.grade_id == grade_id)
+                                        .order_by(Override.created_at, Override.id))
+            return as_dict(grade) | {"response": as_dict(session.get_one(Response, grade.response_id)),
+                                     "overrides": [as_dict(o) for o in overrides]}
+
+    def history(self, *, examiner: str | None = None, part: str | None = None, candidate: str | None = None,
+                since: datetime | None = None, until: datetime | None = None,
+                limit: int | None = 500) -> list[dict[str, Any]]:
+        """Graded responses, newest first, each with the override now in force (the newest; None if none), in one
+        query. With `examiner`, only grades that examiner overrode, with their latest override."""
+        latest = latest_overrides(Override.grade_id, where=(Override.examiner == examiner,) if examiner else ())
+        o = aliased(Override, latest)
+        query = (sa.select(Response, Grade, o).join(Grade, Grade.response_id == Response.id)
+                 .join(o, sa.and_(o.grade_id == Grade.id, latest.c.rank == 1), isouter=examiner is None)
+                 .order_by(Grade.created_at.desc(), Grade.id.desc()).limit(limit)
+                 .options(*(sa.orm.defer(c) for c in (Grade.scores, Grade.gate_measures, Grade.evidence))))
+        for column, value in ((Response.part, part), (Response.candidate_id, candidate)):
+            if value is not None:
+                query = query.where(column == value)
+        if since is not None:
+            query = query.where(Grade.created_at >= since)
+        if until is not None:
+            query = query.where(Grade.created_at < until)
+        with self._session() as session:
+            return [history_row(*row) for row in session.execute(query)]
+
+    def export_history_csv(self, path: str | Path, **filters: Any) -> int:
+        """Write history() (all rows unless `limit` is given) as CSV; returns the number of rows."""
+        rows = self.history(**{"limit": None} | filters)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+            writer.writeheader()
+            writer.writerows({k: v.isoformat() if isinstance(v, datetime) else v for k, v in r.items()} for r in rows)
+        return len(rows)
+
+    def override_pairs(self) -> list[dict[str, Any]]:
+        """(model score, examiner score) pairs for agreement analysis: each examiner's latest override of each
+        scorable grade, with the model's headline soft and regression scores."""
+        latest = latest_overrides(Override.grade_id, Override.examiner)
+        query = (sa.select(Grade.id.label("grade_id"), Response.part, latest.c.examiner,
+                           Grade.soft.label("model_soft"), Grade.regression.label("model_regression"),
+                           latest.c.final_score, latest.c.agreement, latest.c.created_at)
+                 .join(Grade, Grade.id == latest.c.grade_id).join(Response, Response.id == Grade.response_id)
+                 .where(latest.c.rank == 1, Grade.scorable).order_by(latest.c.created_at, latest.c.id))
+        with self._session() as session:
+            return [dict(row) for row in session.execute(query).mappings()]
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL (also `sqlite:///file:...?uri=true`); None for memory or a server."""
+    parsed = sa.make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    return Path(name.removeprefix("file:") if parsed.query.get("uri") else name).resolve()
+
+
+def override_record(grade_id: int, *, examiner: str, final_score: float, agreement: str, reason_code: str | None,
+                    comment: str | None) -> dict[str, Any]:
+    """A validated override as JSON-ready values, with its UUID and time fixed now, before any write attempt."""
+    if agreement not in AGREEMENTS:
+        raise ValueError(f"agreement must be one of {', '.join(AGREEMENTS)}, not {agreement!r}")
+    if not math.isfinite(final_score):
+        raise ValueError(f"final_score must be a finite number, not {final_score}")
+    if not isinstance(examiner, str) or not examiner.strip():
+        raise ValueError("examiner must be a non-empty name")
+    for name, value, limit in (("examiner", examiner, 128), ("reason_code", reason_code, 64), ("comment", comment, 0)):
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be text, not {type(value).__name__}")
+        if limit and len(value) > limit:
+            raise ValueError(f"{name} is longer than {limit} characters")
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValueError(f"{name} holds characters that are not valid Unicode text") from None
+    return {"override_uuid": str(uuid.uuid4()), "grade_id": int(grade_id), "examiner": examiner,
+            "final_score": float(final_score), "agreement": agreement, "reason_code": reason_code, "comment": comment,
+            "created_at": utcnow().isoformat()}
+
+
+def latest_overrides(*partition: sa.orm.InstrumentedAttribute[Any],
+                     where: tuple[sa.ColumnElement[bool], ...] = ()) -> sa.Subquery:
+    """Overrides ranked newest first (by decision time, then insertion) within each partition: rank 1 is in force."""
+    rank = sa.func.row_number().over(partition_by=partition, order_by=(Override.created_at.desc(), Override.id.desc()))
+    return sa.select(Override, rank.label("rank")).where(*where).subquery()
+
+
+def as_dict(row: Any) -> dict[str, Any]:
+    return {c.key: getattr(row, c.key) for c in sa.inspect(row).mapper.column_attrs}
+
+
+HISTORY_COLUMNS = ["graded_at", "response_id", "candidate_id", "part", "prompt_text", "duration_s", "audio_sha256",
+                   "grade_id", "checkpoint_id", "scale_name", "headline", "regression", "soft", "hard", "scorable",
+                   "gate_reason", "latency_s", "override_id", "examiner", "final_score", "agreement", "reason_code",
+                   "comment", "overridden_at"]
+
+
+def history_row(response: Response, grade: Grade, override: Override | None) -> dict[str, Any]:
+    o = override or Override()  # no override: every field None
+    return {"graded_at": grade.created_at, "response_id": response.id, "candidate_id": response.candidate_id,
+            "part": response.part, "prompt_text": response.prompt_text, "duration_s": response.duration_s,
+            "audio_sha256": response.audio_sha256, "grade_id": grade.id, "checkpoint_id": grade.checkpoint_id,
+            "scale_name": grade.scale_name, "headline": grade.headline, "regression": grade.regression,
+            "soft": grade.soft, "hard": grade.hard, "scorable": grade.scorable, "gate_reason": grade.gate_reason,
+            "latency_s": grade.latency_s, "override_id": o.id, "examiner": o.examiner, "final_score": o.final_score,
+            "agreement": o.agreement, "reason_code": o.reason_code, "comment": o.comment, "overridden_at": o.created_at}
