@@ -31,6 +31,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.common import write_results  # noqa: E402
 from grader.options import parse_options  # noqa: E402
 
 # Qwen/Qwen2-Audio-7B(-Instruct) config.json; everything else is Qwen2AudioConfig's default.
@@ -289,9 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
                                "writes benchmarks/results/gpu.json")
     out = Path(opts.out) if opts.out else REPO / "benchmarks" / "results" / (
         f"gpu-tiny-{device.type}.json" if opts.tiny else "gpu.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(results, out)
     return results
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.common import load1, resolve, write_results  # noqa: E402
 from grader.options import parse_options  # noqa: E402
 
 TARGETS = {"p50_5s_s": 0.25, "p50_30s_s": 0.8, "rtf": 0.05}
@@ -61,15 +62,6 @@ class GradingBench:
     out: str = field(default="benchmarks/results/grading.json", metadata={"help": "results file ('' : none)"})
     variant: str = field(default="", metadata={"help": "internal: run one variant in this process"})
     workdir: str = field(default="", metadata={"help": "internal: the folder holding the clip plan"})
-
-
-def load1() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
-def resolve(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else (REPO / p).resolve()
 
 
 # ---------------------------------------------------------------- the clips (parent process)
@@ -327,10 +319,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     for name, c in comparisons.items():
         print(f"score deviation {name}: {json.dumps(c)}")
     if opts.out:
-        out = resolve(opts.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {out}")
+        write_results(results, resolve(opts.out))
     return results
 
 

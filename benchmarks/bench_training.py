@@ -25,6 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from benchmarks.common import load1, resolve, write_results  # noqa: E402
 from grader.options import parse_options  # noqa: E402
 
 
@@ -45,15 +46,6 @@ class TrainingBench:
     variants: str = "encode-every-step,lora-all,cached"
     seed: int = 0
     out: str = field(default="benchmarks/results/training.json", metadata={"help": "results file ('' : none)"})
-
-
-def load1() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
-def resolve(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else (REPO / p).resolve()
 
 
 def run_variant(name: str, opts: TrainingBench, responses, audios) -> dict:
@@ -172,10 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         "variants": variants, "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
     if opts.out:
-        out = resolve(opts.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {out}")
+        write_results(results, resolve(opts.out))
     return results
 
 

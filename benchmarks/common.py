@@ -1,0 +1,23 @@
+"""What every benchmark script shares: the repo root, the load average, and writing the results file."""
+
+import json
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load1() -> float:
+    """The 1-minute load average, recorded with each figure: this machine is often shared."""
+    return round(os.getloadavg()[0], 2)
+
+
+def resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else (REPO / p).resolve()
+
+
+def write_results(results: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")
