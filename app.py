@@ -7,6 +7,7 @@ import atexit
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     users = read_users(config)
     workdir = Path(tempfile.mkdtemp(prefix="grader-uploads-"))  # mode 0700: private to this user
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: Gradio closes, atexit cleans up
     os.environ["GRADIO_TEMP_DIR"] = str(workdir)  # before gradio is imported: uploads land here
 
     from grader.inference import Grader

@@ -1,8 +1,17 @@
 """Shared fixtures. Tests that need the speechocean762 data find it beside the repo and skip
 with a clear reason where it is absent (a user's clone has no ../shared)."""
 
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 
@@ -85,3 +94,49 @@ def tiny_checkpoint(tiny_whisper, small_manifest, tmp_path_factory) -> Path:
     train_main(["--manifest", str(small_manifest), "--model", tiny_whisper, "--dev-speakers", "3", "--epochs", "1",
                 "--batch-size", "8", "--target", "total,accuracy,fluency,prosodic", "--cache-dir", "", "--out", str(out)])
     return out
+
+
+@dataclass
+class RunningApp:
+    url: str
+    db: Path
+    process: subprocess.Popen
+    folder: Path  # holds the data dir, the database, the log and the process's TMPDIR
+
+    def log(self) -> str:
+        return (self.folder / "app.log").read_text(errors="replace")[-3000:]
+
+
+@contextmanager
+def launch_app(checkpoint: Path, folder: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[RunningApp]:
+    """`python app.py` on a free port with a fresh SQLite file, its own TMPDIR, and `args` appended; stopped with
+    SIGTERM on exit (the test may have killed it already)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (folder / "tmp").mkdir(parents=True, exist_ok=True)
+    base = {k: v for k, v in os.environ.items() if k != "GRADER_AUTH"}
+    env = base | {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TMPDIR": str(folder / "tmp")} | (env or {})
+    app = RunningApp(f"http://127.0.0.1:{port}/", folder / "grades.db", None, folder)  # type: ignore[arg-type]
+    with open(folder / "app.log", "w") as log:
+        app.process = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py"), "--checkpoint", str(checkpoint), "--db", str(app.db),
+             "--data-dir", str(folder / "data"), "--port", str(port), "--host", "127.0.0.1", *args],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                if app.process.poll() is not None:
+                    pytest.fail(f"app exited ({app.process.returncode}):\n{app.log()}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"app did not start in 120 s:\n{app.log()}")
+                try:
+                    if httpx.get(app.url, timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.5)
+            yield app
+        finally:
+            if app.process.poll() is None:
+                app.process.terminate()
+                app.process.wait(timeout=30)

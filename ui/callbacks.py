@@ -211,9 +211,15 @@ def save_override(services: Services, grade_id: int | None, final_score: float |
 
 # ---- history and agreement --------------------------------------------------------------------------------
 
+def download_path(services: Services, name: str) -> Path:
+    """A fresh folder per download in the private temp folder, so two examiners exporting at once never
+    overwrite (or receive) each other's file, and the file keeps a readable name."""
+    return Path(tempfile.mkdtemp(dir=services.workdir)) / name
+
+
 def write_csv(services: Services, name: str, header: list[str], rows: list[list]) -> str:
     """A CSV in the private temp folder (Gradio serves it from there for download; never from the data dir)."""
-    path = services.workdir / name
+    path = download_path(services, name)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -245,7 +251,7 @@ def history_rows(services: Services, candidate: str = "", task_part: str = "", e
 
 def export_history(services: Services, candidate: str = "", task_part: str = "", examiner: str = "") -> str:
     """Every matching row with all of storage's columns (hashes, checkpoint, latency...), not only those shown."""
-    path = services.workdir / "history.csv"
+    path = download_path(services, "history.csv")
     services.db.export_history_csv(path, **history_filters(candidate, task_part, examiner))
     return str(path)
 
