@@ -70,9 +70,11 @@ def test_data_folder_and_database_are_never_served(app, speech_clip):
         assert session.get(f"gradio_api/file={path}").status_code in (403, 404), path
 
 
-def test_uploads_are_private_and_removed_when_the_app_stops(tiny_checkpoint, speech_clip, tmp_path):
-    with launch_app(tiny_checkpoint, tmp_path) as running:
+def test_uploads_are_private_limited_and_removed_when_the_app_stops(tiny_checkpoint, speech_clip, tmp_path):
+    with launch_app(tiny_checkpoint, tmp_path, "--max-upload-mb", "1") as running:
         Client(running.url, verbose=False).predict(handle_file(str(speech_clip)), "", "", "", api_name="/grade")
+        too_big = httpx.post(running.url + "gradio_api/upload", files={"files": ("big.wav", b"\0" * 2**21)})
+        assert too_big.status_code == 413 and "maximum allowed size" in too_big.text
         (uploads,) = (tmp_path / "tmp").glob("grader-uploads-*")
         assert stat.S_IMODE(uploads.stat().st_mode) == 0o700
         assert any(p.suffix == ".flac" for p in uploads.rglob("*"))

@@ -41,7 +41,7 @@ def build_app(services: Services, auth: bool = False) -> gr.Blocks:
         """Under auth the session's login, whatever name the client sent; otherwise the typed name."""
         return cb.examiner_id(getattr(request, "username", None), "") if auth else cb.examiner_id(None, typed)
 
-    with gr.Blocks(title="L2 speaking grader", delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title="L2 speaking grader", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         gr.Markdown("# L2 speaking grader\nRecord or upload a spoken answer in English; the model scores it, "
                     "and an examiner can confirm or override the score.")
         if grader is None:

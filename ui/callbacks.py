@@ -7,6 +7,7 @@ User mistakes raise `gr.Error`, which Gradio shows as a message and tests can ca
 import csv
 import hashlib
 import html
+import logging
 import math
 import shutil
 import tempfile
@@ -33,6 +34,7 @@ AGREEMENT = ("agree", "partly", "disagree")
 REASON_CODES = ("pronunciation", "fluency", "prosody", "grammar/vocabulary", "task/content", "audio quality",
                 "speaker or accent", "other")
 FLAT_ENTROPY = 0.85  # normalised entropy above which the distribution says "could be anything"
+log = logging.getLogger("grader.app")
 NO_CHECKPOINT = ("No grader checkpoint is available, so nothing can be graded. Train one with "
                  "`python -m grader.train` (see the README) or start the app with `--checkpoint DIR`.")
 
@@ -93,6 +95,7 @@ def grade_file(services: Services, path: str | Path, candidate: str = "", task_p
         grade_id = services.db.add_grade(response_id, checkpoint_id=grader.checkpoint_id, scale_name=grader.scale.name,
                                          scores={}, scorable=False, latency_s=0.0, gate_reason=gate.reason,
                                          gate_measures=measures)
+        log.info("grade %d (response %d): not scorable, %s", grade_id, response_id, gate.code)
         return Graded(response_id, grade_id, gate, None, [])
     progress(0.3, desc="Grading")
     prediction = services.run_model(grader, [audio], [prompt.strip() or None])[0]
@@ -101,6 +104,7 @@ def grade_file(services: Services, path: str | Path, candidate: str = "", task_p
                                      scores={a: asdict(x) for a, x in prediction.scores.items()}, scorable=True,
                                      latency_s=prediction.latency_s, headline=prediction.headline,
                                      gate_measures=measures)
+    log.info("grade %d (response %d): graded in %.2f s", grade_id, response_id, prediction.latency_s)
     return Graded(response_id, grade_id, gate, prediction, review_reasons(prediction))
 
 
@@ -203,6 +207,7 @@ def save_override(services: Services, grade_id: int | None, final_score: float |
                                            comment=(comment or "").strip() or None)
     except (ValueError, StorageError) as error:
         raise gr.Error(f"The override was not saved: {error}", title="Not saved") from error
+    log.info("override %s on grade %d: %s", receipt.uuid, int(grade_id), "queued" if receipt.queued else "stored")
     if receipt.queued:
         return (f"⚠ Not written to the database yet: {receipt.error}. It is kept in the outbox and will be saved "
                 "automatically when the database accepts writes again; no need to submit it again.")
