@@ -180,3 +180,16 @@ def test_speak_and_improve_layout(tmp_path, speech_clip):
     assert all(r.audio.is_file() for r in responses)
     with pytest.raises(ManifestError, match="not found"):
         read_speak_and_improve(tmp_path, "dev", parts=("P1",))
+
+
+def test_compare_tables_runs_at_a_fixed_epoch(tiny_checkpoint, capsys):
+    from grader.compare import main as compare_main
+
+    compare_main([str(tiny_checkpoint), str(tiny_checkpoint), "--epoch", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| run | model | objective | epoch | decoding | total PCC |")
+    assert lines[0].endswith("| accuracy PCC | fluency PCC | prosodic PCC |")
+    assert len(lines) == 2 + 2 * 3  # header, rule, then regression/soft/hard for each run
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    with pytest.raises(SystemExit, match="has no epoch 9"):
+        compare_main([str(tiny_checkpoint), "--epoch", "9"])
