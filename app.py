@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
 
     grader, load_error = None, None
     try:
-        grader = Grader.load(config.checkpoint, config.device, config.threads)
+        grader = Grader.load(config.checkpoint, config.device, config.threads, config.precision)
         log.info("checkpoint %s loaded (scale %s)", grader.checkpoint_id, grader.scale.name)
     except FileNotFoundError as error:
         load_error = f"{error} Nothing can be graded until one is available."

@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .audio import load_audio
-from .data import read_manifest
+from .data import read_manifest, split_by_speaker
 from .inference import Grader
 from .metrics import score_metrics
 from .options import parse_options
@@ -26,17 +26,25 @@ class EvaluateOptions:
     checkpoint: str | None = field(default=None, metadata={"help": "checkpoint folder; default: the shipped grader"})
     decoding: str = field(default="soft", metadata={"help": "decoding whose figures go top-level in --json"})
     json: str | None = field(default=None, metadata={"help": "write the metrics here"})
+    dev_speakers: int = field(default=0, metadata={"help": "score only the speakers `grader.train --dev-speakers N "
+                                                           "--seed S` held out (0: every response)"})
+    seed: int = 0
+    precision: str = field(default="fp32", metadata={"help": "fp32 or bf16 (autocast)"})
+    pad_to_30s: bool = field(default=False, metadata={"help": "encode stock 30-s windows (the naive path)"})
     batch_size: int = 16
     threads: int = 0
 
 
 def evaluate(options: EvaluateOptions) -> dict:
-    grader = Grader.load(options.checkpoint, threads=options.threads)
+    grader = Grader.load(options.checkpoint, threads=options.threads, precision=options.precision,
+                         pad_to_30s=options.pad_to_30s)
     aspects = options.target.split(",")
     unknown = [a for a in aspects if a not in grader.aspects]
     if unknown:
         raise SystemExit(f"the checkpoint predicts {', '.join(grader.aspects)}, not {', '.join(unknown)}")
     responses = read_manifest(options.manifest, aspects)
+    if options.dev_speakers:
+        responses = split_by_speaker(responses, options.dev_speakers, options.seed)[1]
     predictions = []
     for start in tqdm(range(0, len(responses), 256), desc="grading", unit="x256"):
         chunk = responses[start : start + 256]

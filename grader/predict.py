@@ -18,12 +18,13 @@ class PredictOptions:
     audio: list[str] = field(default_factory=list, metadata={"help": "audio files"})
     checkpoint: str | None = field(default=None, metadata={"help": "checkpoint folder; default: the shipped grader"})
     text: str | None = field(default=None, metadata={"help": "the prompt or reference text, if any"})
+    precision: str = field(default="fp32", metadata={"help": "fp32 or bf16 (autocast)"})
     threads: int = 0
 
 
 def main(argv: list[str] | None = None) -> None:
     options = parse_options(PredictOptions, argv, positional="audio")
-    grader = Grader.load(options.checkpoint, threads=options.threads)
+    grader = Grader.load(options.checkpoint, threads=options.threads, precision=options.precision)
     for path in options.audio:
         try:
             prediction = grader.grade(load_audio(path), options.text)

@@ -128,6 +128,21 @@ def test_train_resume_save_load_and_evaluate(tiny_whisper, small_manifest, tmp_p
                    "--json", str(report)])
     metrics = json.loads(report.read_text())
     assert {"rmse", "pcc", "src", "krc", "within_0_5", "within_1_0"} <= set(metrics) and metrics["n"] == 48
+    evaluate_main(["--checkpoint", str(out), "--manifest", str(small_manifest), "--dev-speakers", "3",
+                   "--json", str(report)])
+    assert json.loads(report.read_text())["n"] == 12  # the 3 speakers training held out, 4 responses each
+
+
+def test_bf16_and_30s_window_grade_the_same_response_closely(tiny_checkpoint, speech_clip):
+    audio = load_audio(speech_clip)
+    exact = Grader.load(tiny_checkpoint).grade(audio, "WE CALL IT BEAR")
+    for variant in (dict(precision="bf16"), dict(pad_to_30s=True)):
+        other = Grader.load(tiny_checkpoint, **variant).grade(audio, "WE CALL IT BEAR")
+        for aspect, score in exact.scores.items():
+            assert other.scores[aspect].probs != score.probs, variant  # really another computation
+            assert abs(other.scores[aspect].soft - score.soft) < 0.5, variant
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        Grader.load(tiny_checkpoint, precision="int3")
 
 
 def test_missing_checkpoint_says_what_to_do(tmp_path):
