@@ -22,6 +22,8 @@ class CompareOptions:
 
 def run_rows(folder: Path, epoch: int = 0) -> tuple[list[list[str]], list[str]]:
     """Table rows (one per decoding) for one run at `epoch` (0: the last one recorded), and its aspects."""
+    if not (folder / "history.json").is_file():
+        raise SystemExit(f"{folder} has no history.json: not a grader.train output, or no epoch has finished yet")
     history = json.loads((folder / "history.json").read_text())
     record = history[-1] if epoch == 0 else next((h for h in history if h["epoch"] == epoch), None)
     if record is None:
