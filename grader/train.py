@@ -212,7 +212,7 @@ def train(config: TrainConfig) -> dict:
         torch.save({"model": model.trained_state(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "epoch": epoch, "best": best, "history": history},
                    out / "last" / "trainer.pt")
-    (out / "history.json").write_text(json.dumps(history, indent=2))
+        (out / "history.json").write_text(json.dumps(history, indent=2))  # every epoch: a stopped run keeps it
     print(f"done in {time.perf_counter() - started:.0f} s; best dev pcc {best:.3f}; checkpoint {out}")
     return {"best": best, "history": history}
 
