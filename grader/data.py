@@ -95,6 +95,24 @@ def read_speak_and_improve(root: str | Path, split: str = "train", parts: tuple[
     return responses
 
 
+def read_rater_means(path: str | Path, targets: list[str]) -> dict[str, dict[str, float]]:
+    """Each response's mean over its raters (a TSV of utt_id, rater and score columns): the "fair average"
+    that the FA objective is meant to see, where a manifest's label is a rounded median."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"rater scores not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    missing = [c for c in ["utt_id", *targets] if rows and c not in rows[0]]
+    if not rows or missing:
+        raise ManifestError(f"{path} has no rows or lacks column(s) {', '.join(missing)}")
+    by_response: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        by_response.setdefault(row["utt_id"], []).append(row)
+    return {utt_id: {t: sum(float(r[t]) for r in group) / len(group) for t in targets}
+            for utt_id, group in by_response.items()}
+
+
 def split_by_speaker(responses: list[Response], dev_speakers: int, seed: int = 0) -> tuple[list[Response], list[Response]]:
     """Hold out whole speakers, so dev figures measure unseen voices."""
     speakers = sorted({r.speaker or r.utt_id for r in responses})

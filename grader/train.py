@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from .audio import SAMPLE_RATE, load_audio
 from .backbones import AudioStates, BackboneConfig
-from .data import Response, length_batches, read_manifest, read_speak_and_improve, split_by_speaker
+from .data import (ManifestError, Response, length_batches, read_manifest, read_rater_means, read_speak_and_improve,
+                   split_by_speaker)
 from .heads import Decoded, parse_objective, score_loss
 from .inference import encode_audios, score_states
 from .metrics import score_metrics
@@ -36,6 +37,9 @@ class TrainConfig:
     manifest: str = field(default="", metadata={"help": "TSV/CSV manifest, or a Speak & Improve root with --sandi"})
     sandi: bool = field(default=False, metadata={"help": "read --manifest as a Speak & Improve 2025 release"})
     dev_manifest: str | None = None
+    rater_scores: str | None = field(default=None, metadata={
+        "help": "raters.tsv: train on each response's mean rater score (the fair average), not its label; "
+                "dev is still measured against the labels"})
     dev_speakers: int = field(default=25, metadata={
         "help": "speakers held out for dev when no --dev-manifest; 0 trains on all and keeps the last epoch"})
     target: str = field(default="total", metadata={"help": "score column(s), comma-separated; the first is the headline"})
@@ -73,10 +77,18 @@ def load_responses(config: TrainConfig) -> tuple[list[Response], list[Response]]
         return train, dev
     responses = read_manifest(config.manifest, targets)[: config.limit or None]
     if config.dev_manifest:
-        return responses, read_manifest(config.dev_manifest, targets)
-    if config.dev_speakers == 0:  # the final model: train on everything, keep the last epoch
-        return responses, []
-    return split_by_speaker(responses, config.dev_speakers, config.seed)
+        train, dev = responses, read_manifest(config.dev_manifest, targets)
+    elif config.dev_speakers == 0:  # the final model: train on everything, keep the last epoch
+        train, dev = responses, []
+    else:
+        train, dev = split_by_speaker(responses, config.dev_speakers, config.seed)
+    if config.rater_scores:
+        means = read_rater_means(config.rater_scores, targets)
+        unrated = [r.utt_id for r in train if r.utt_id not in means]
+        if unrated:
+            raise ManifestError(f"{config.rater_scores} has no scores for {len(unrated)} responses, e.g. {unrated[0]}")
+        train = [replace(r, scores=means[r.utt_id]) for r in train]
+    return train, dev
 
 
 def model_config(config: TrainConfig) -> ModelConfig:

@@ -9,11 +9,13 @@ import torch
 
 from grader.audio import load_audio
 from grader.backbones import BackboneConfig
-from grader.data import ManifestError, length_batches, read_manifest, read_speak_and_improve, split_by_speaker
+from grader.data import (ManifestError, length_batches, read_manifest, read_rater_means, read_speak_and_improve,
+                         split_by_speaker)
 from grader.evaluate import main as evaluate_main
 from grader.heads import decode, parse_objective, score_loss
 from grader.inference import Grader
 from grader.model import GraderModel, LoraOptions, ModelConfig
+from grader.train import TrainConfig, load_responses
 from grader.train import main as train_main
 
 
@@ -177,6 +179,18 @@ def test_shared_manifest_reads_as_is(speechocean_dir):
     assert len({r.speaker for r in dev}) == 25
     batches = length_batches([r.duration for r in responses], 16, shuffle=True)
     assert sorted(i for b in batches for i in b) == list(range(2500))
+
+
+def test_rater_means_replace_training_labels_only(speechocean_dir):
+    """The fair average: 000010011's five totals are 7.6, 9, ... (labels.tsv says 8, the floor of the median)."""
+    aspects = ["total", "fluency"]
+    means = read_rater_means(speechocean_dir / "raters.tsv", aspects)
+    assert len(means) == 2500 and means["000010011"]["total"] != 8.0
+    config = TrainConfig(manifest=str(speechocean_dir / "labels.tsv"), target="total,fluency",
+                         rater_scores=str(speechocean_dir / "raters.tsv"))
+    train, dev = load_responses(config)
+    assert all(r.scores == means[r.utt_id] for r in train)
+    assert all(r.scores["total"].is_integer() for r in dev)  # dev keeps the labels it is measured against
 
 
 def test_speak_and_improve_layout(tmp_path, speech_clip):
