@@ -134,11 +134,11 @@ class WhisperBackbone(Backbone):
     def features(self, audios: list[np.ndarray]) -> dict[str, torch.Tensor]:
         extractor = self.processor.feature_extractor
         if self.config.pad_to_30s:
-            out = extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+            out = extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", device=self.device.type)
             frames = torch.full((len(audios),), out.input_features.shape[-1])
         else:
             out = extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="longest",
-                            return_attention_mask=True)
+                            return_attention_mask=True, device=self.device.type)
             frames = out.attention_mask.sum(-1)
         features = out.input_features
         if features.shape[-1] % 2:  # the second convolution halves the frames
@@ -210,7 +210,9 @@ class Qwen2AudioBackbone(Backbone):
         self.hidden_size = self.pooled_size(text_size, text_size)
 
     def features(self, audios: list[np.ndarray]) -> dict[str, torch.Tensor]:
-        out = self.extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True)
+        # The log-mel STFT runs on the model's device: on a GPU, numpy/CPU features capped throughput (bench_gpu).
+        out = self.extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True,
+                             device=self.device.type)
         return {"input_features": out.input_features.to(self.dtype), "frames": out.attention_mask.sum(-1)}
 
     def encode(self, features: dict[str, torch.Tensor]) -> AudioStates:
