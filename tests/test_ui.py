@@ -82,6 +82,16 @@ def test_unreadable_file_is_refused_and_stored(services, tmp_path):
     assert not services.db.grade(graded.grade_id)["scorable"]
 
 
+def test_100_kb_prompt_is_refused_before_anything_is_stored(services, speech_clip):
+    pasted = "THE QUICK BROWN FOX " * 5_000  # 100 kB, e.g. a file pasted by mistake
+    with pytest.raises(gr.Error, match="reference text is 100,000 characters long; at most 2,000"):
+        cb.grade_file(services, speech_clip, prompt=pasted)
+    with pytest.raises(gr.Error, match="000010011.flac: The reference text is 100,000"):
+        cb.grade_many(services, [(speech_clip, "", "", "WE CALL IT BEAR"), (speech_clip, "", "", pasted)])
+    assert services.db.history() == []
+    assert cb.grade_file(services, speech_clip, prompt="WE CALL IT BEAR").prediction is not None
+
+
 def test_no_checkpoint_refuses_to_grade(services, speech_clip):
     services.grader = None
     with pytest.raises(gr.Error, match="checkpoint"):

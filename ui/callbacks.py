@@ -88,6 +88,7 @@ def grade_file(services: Services, path: str | Path, candidate: str = "", task_p
     """Gate, grade and store one file. A refused file is stored as non-scorable with the gate's reason."""
     grader = require_grader(services)
     config = services.config
+    check_text_fields(config, candidate, task_part, prompt)
     audio, gate = inspect_file(path, config.audio_limits, config.gate)
     response_id = store_response(services, Path(path), candidate, task_part, prompt, gate)
     measures = gate.measures | {"gate_code": gate.code}
@@ -106,6 +107,16 @@ def grade_file(services: Services, path: str | Path, candidate: str = "", task_p
                                      gate_measures=measures)
     log.info("grade %d (response %d): graded in %.2f s", grade_id, response_id, prediction.latency_s)
     return Graded(response_id, grade_id, gate, prediction, review_reasons(prediction))
+
+
+def check_text_fields(config: AppConfig, candidate: str, task_part: str, prompt: str, where: str = "") -> None:
+    """Refuse, before anything is decoded or stored, text no examiner means to send (a pasted file, say)."""
+    limits = (("reference text", prompt, config.max_prompt_chars), ("candidate id", candidate, 200),
+              ("task part", task_part, 200))
+    for name, text, limit in limits:
+        if len(text) > limit:
+            raise gr.Error(f"{where}The {name} is {len(text):,} characters long; at most {limit:,} are accepted. "
+                           "Paste only the sentence or task the candidate was given.", title="Text too long")
 
 
 def require_grader(services: Services) -> Grader:
@@ -345,6 +356,8 @@ def grade_many(services: Services, items: list[tuple[Path, str, str, str]],
     grader = require_grader(services)
     if not items:
         raise gr.Error("Upload audio files, a zip of them, or a manifest.")
+    for path, candidate, task_part, prompt in items:
+        check_text_fields(services.config, candidate, task_part, prompt, where=f"{_display_name(path)}: ")
     aspects = grader.aspects
     header = BATCH_COLUMNS + [f"{a}_{h}" for a in aspects for h in ("regression", "soft")] + ["cefr", "review"]
     rows = []

@@ -32,6 +32,8 @@ class AppConfig:
                                                                 "DATA_DIR/audio"})
     max_upload_mb: float = field(default=25.0, metadata={"help": "largest upload accepted"})
     max_seconds: float = field(default=120.0, metadata={"help": "longest response graded"})
+    max_prompt_chars: int = field(default=2000, metadata={"help": "longest reference/prompt text accepted (the "
+                                                                  "grader reads at most ~200 of its tokens)"})
     concurrency: int = field(default=1, metadata={"help": "gradings run at once (each holds the model busy)"})
     device: str | None = field(default=None, metadata={"help": "cpu or cuda; default: cuda when available"})
     threads: int = field(default=0, metadata={"help": "CPU threads for the model; 0: torch's default"})
