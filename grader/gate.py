@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError, AudioLimits, load_audio
-from .vad import speech_segments
+from .vad import at_typical_level, speech_segments
 
 
 @dataclass(frozen=True)
@@ -86,10 +86,7 @@ def _measure(audio: np.ndarray, config: GateConfig) -> dict[str, float]:
     centred = audio - dc_offset
     peak = float(np.abs(centred).max(initial=0.0))
     rms = float(np.sqrt(centred @ centred / n))
-    # Silero misses quiet speech (and some very loud speech), so it hears every recording at a typical
-    # level: peak at -6 dBFS, the median of real clips.
-    normalised = centred * (0.5 / peak) if peak > 1e-4 else centred
-    segments = speech_segments(normalised.astype(np.float32))
+    segments = speech_segments(at_typical_level(centred))
     speech = float(sum(segment.end - segment.start for segment in segments))
     duration = len(audio) / SAMPLE_RATE
     return {"duration_s": duration, "speech_s": speech, "speech_ratio": speech / duration if duration else 0.0,

@@ -1,5 +1,6 @@
 """Running a grader over audio: batched encoding, scoring, and the `Grader` the app and CLIs use."""
 
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -91,6 +92,9 @@ class Grader:
         self.checkpoint_id = checkpoint_id
         self.info = info
         self.precision = PRECISIONS[precision]
+        # Held while grading and while the transcriber has the LoRA adapters switched off (grader.transcribe):
+        # the adapters are state of the one shared model, and Gradio runs events in threads.
+        self.lock = threading.Lock()
 
     @classmethod
     def load(cls, checkpoint: str | Path | None = None, device: str | None = None, threads: int = 0,
@@ -128,8 +132,9 @@ class Grader:
                     batch_size: int = 16) -> list[Prediction]:
         start = time.perf_counter()
         prompts = prompts if prompts and self.uses_text else [None] * len(audios)
-        states = encode_audios(self.model, audios, batch_size, self.precision)
-        decoded = score_states(self.model, states, prompts, batch_size, self.precision)
+        with self.lock:
+            states = encode_audios(self.model, audios, batch_size, self.precision)
+            decoded = score_states(self.model, states, prompts, batch_size, self.precision)
         latency = (time.perf_counter() - start) / max(len(audios), 1)
         return [self._prediction(decoded, i, latency) for i in range(len(audios))]
 

@@ -37,3 +37,12 @@ def speech_segments(audio: np.ndarray, min_silence_ms: int = 100) -> list[Speech
                                             sampling_rate=SAMPLE_RATE, min_silence_duration_ms=min_silence_ms,
                                             speech_pad_ms=0)
     return [SpeechSegment(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+
+
+def at_typical_level(audio: np.ndarray) -> np.ndarray:
+    """The recording as the VAD should hear it. Silero misses quiet speech (and some very loud speech), so it
+    hears every recording without DC offset and with its peak at -6 dBFS, the median of real clips."""
+    centred = np.asarray(audio, dtype=np.float64)
+    centred = centred - centred.mean() if len(centred) else centred
+    peak = float(np.abs(centred).max(initial=0.0))
+    return (centred * (0.5 / peak) if peak > 1e-4 else centred).astype(np.float32)

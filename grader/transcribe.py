@@ -1,0 +1,243 @@
+"""A transcript with word timestamps from the Whisper the grader already holds, with its LoRA adapters off.
+
+The grader's own model is used, so there is no second download or load. Its LoRA adapters were trained to score,
+not to transcribe: switched off, the decoder is stock Whisper. Word times come from cross-attention dynamic time
+warping on Whisper's alignment heads (transformers' `return_token_timestamps`), then are kept inside the speech
+that the voice-activity detector found. A word's probability is the mean over its tokens of the probability
+Whisper gave the token's text in any case or spacing (so that "three" is not doubted for not being "Three").
+"""
+
+import copy
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.modeling_outputs import BaseModelOutput
+
+from .audio import SAMPLE_RATE
+from .backbones import WhisperBackbone
+from .inference import Grader
+from .vad import SpeechSegment, at_typical_level, speech_segments
+
+MIN_WORD_S = 0.02  # shorter than this, a word's timing is taken as missing
+UNAVAILABLE = "transcript unavailable for this backbone (it has no Whisper decoder)"
+NO_ALIGNMENT = "transcript unavailable: this Whisper model names no alignment heads, which word times need"
+
+
+@dataclass
+class Word:
+    text: str
+    start: float  # seconds from the start of the recording
+    end: float
+    probability: float  # mean probability of the word's tokens, ignoring case and spacing
+    low_confidence: bool = False
+
+
+@dataclass
+class Transcript:
+    text: str
+    words: list[Word] = field(default_factory=list)
+    note: str | None = None  # why there is no transcript, when there is none
+
+    @property
+    def available(self) -> bool:
+        return self.note is None
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    low_confidence: float = 0.5  # words whose probability is below this are marked for the examiner
+    window_s: float = 30.0  # Whisper hears 30 s at a time: longer recordings are cut in pauses
+    spell_numbers: bool = True  # suppress digit tokens, so "zero three" is two words as spoken, not "03"
+    tokens_per_second: float = 8.0  # bound on tokens per second of audio: stops a hallucination loop early
+    compression_ratio: float = 2.4  # a transcript compressing better than this (zlib) is a loop: decode again...
+    no_repeat_ngram: int = 3  # ...with no sequence of this many tokens allowed twice
+
+
+def transcribe(grader: Grader | WhisperBackbone, audio: np.ndarray, options: TranscribeOptions = TranscribeOptions(),
+               speech: list[SpeechSegment] | None = None) -> Transcript:
+    """English transcript of 16 kHz audio. `speech`: the recording's speech segments, if already computed.
+    Holding the grader's lock, so that no grade runs while the adapters are off."""
+    backbone = grader.model.backbone if isinstance(grader, Grader) else grader
+    if not isinstance(backbone, WhisperBackbone):
+        return Transcript("", note=UNAVAILABLE)
+    if not getattr(backbone.model.generation_config, "alignment_heads", None):
+        return Transcript("", note=NO_ALIGNMENT)
+    speech = speech_segments(at_typical_level(audio)) if speech is None else speech
+    words: list[Word] = []
+    with grader.lock if isinstance(grader, Grader) else nullcontext(), stock_whisper(backbone.model):
+        for start, end in windows(len(audio), speech, options.window_s):
+            words += _window_words(backbone, audio[start:end], start / SAMPLE_RATE, options)
+    words = place_in_speech(words, speech)
+    for w in words:
+        w.low_confidence = w.probability < options.low_confidence
+    return Transcript(join_words(w.text for w in words), words)
+
+
+@contextmanager
+def stock_whisper(model: torch.nn.Module) -> Iterator[None]:
+    """Stock Whisper for the duration: every LoRA layer disabled, and on leaving restored as it was (including
+    which adapter weights train), along with the attention implementation that word timestamps switch to eager."""
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    disabled = [m.disable_adapters for m in layers]
+    trainable = [(p, p.requires_grad) for m in layers for p in m.parameters()]
+    attention = model.config._attn_implementation
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = attention
+        for m, off in zip(layers, disabled):
+            m.enable_adapters(not off)
+        for p, flag in trainable:
+            p.requires_grad_(flag)
+
+
+def windows(samples: int, speech: list[SpeechSegment], window_s: float) -> list[tuple[int, int]]:
+    """Sample ranges of at most `window_s`, cut in the middle of the latest pause that fits (hard cuts only
+    where a stretch of speech runs longer than a window)."""
+    size = int(window_s * SAMPLE_RATE)
+    pauses = [int((a.end + b.start) / 2 * SAMPLE_RATE) for a, b in zip(speech, speech[1:])]
+    out, start = [], 0
+    while samples - start > size:
+        fits = [p for p in pauses if start + SAMPLE_RATE < p <= start + size]
+        cut = fits[-1] if fits else start + size
+        out.append((start, cut))
+        start = cut
+    return out + [(start, samples)]
+
+
+class _Suppress(LogitsProcessor):
+    """Whisper's suppressed tokens as one precomputed mask. transformers' own processors rebuild it with
+    torch.isin at every step, which takes 0.1-0.4 s a call on a busy multi-threaded CPU."""
+
+    def __init__(self, always: torch.Tensor, at_begin: torch.Tensor):
+        self.always, self.at_begin, self.begin_index = always, at_begin, 0
+
+    def set_begin_index(self, begin_index: int) -> None:
+        self.begin_index = begin_index
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        mask = self.always | self.at_begin if input_ids.shape[-1] == self.begin_index else self.always
+        return scores.masked_fill(mask.to(scores.device), -float("inf"))
+
+
+@dataclass(frozen=True)
+class _Vocabulary:
+    digits: torch.Tensor  # (vocab,) bool: tokens holding a digit
+    forms: torch.Tensor  # (vocab,) int: tokens with the same text up to case and spaces share a form
+
+
+@lru_cache(maxsize=4)
+def _vocabulary(tokenizer, size: int) -> _Vocabulary:
+    """Token classes over the model's vocabulary, computed once per tokenizer."""
+    texts = tokenizer.convert_ids_to_tokens(range(size))
+    texts = [tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in texts]
+    ids: dict[str, int] = {}
+    forms = torch.tensor([ids.setdefault(t.strip().lower(), len(ids)) for t in texts])
+    digits = torch.tensor([i < tokenizer.eos_token_id and any(c.isdigit() for c in t) for i, t in enumerate(texts)])
+    return _Vocabulary(digits, forms)
+
+
+def _window_words(backbone: WhisperBackbone, audio: np.ndarray, offset: float, options: TranscribeOptions) -> list[Word]:
+    """Greedy decoding of one window (≤ 30 s), with token timestamps and probabilities, grouped into words. A
+    transcript that compresses too well is Whisper repeating itself (openai/whisper's test): it is decoded again
+    with no word sequence allowed twice."""
+    model, processor = backbone.model, backbone.processor
+    vocabulary = _vocabulary(processor.tokenizer, model.config.vocab_size)
+    features = processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                                           return_attention_mask=True)
+    config = copy.deepcopy(model.generation_config)
+    # max_length counts new tokens here (Whisper adds the prompt's); empty lists, not None (which generate() would
+    # fill in from the model's config), keep transformers' slow suppression processors out.
+    config.update(max_length=int(options.tokens_per_second * len(audio) / SAMPLE_RATE) + 8, max_new_tokens=None,
+                  suppress_tokens=[], begin_suppress_tokens=[], do_sample=False, num_beams=1)
+    if getattr(config, "is_multilingual", False):
+        config.update(language="en", task="transcribe")
+    masks = _masks(model.generation_config, model.config.vocab_size)
+    suppress = _Suppress(masks[0] | (vocabulary.digits if options.spell_numbers else False), masks[1])
+    with torch.inference_mode():
+        # The encoder runs here, not in generate(): there it would also return every attention map (slow).
+        encoded = model.model.encoder(features.input_features.to(backbone.device, model.dtype))
+        for retry in (False, True):
+            config.no_repeat_ngram_size = options.no_repeat_ngram if retry else 0
+            out = model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=encoded.last_hidden_state),
+                                 attention_mask=features.attention_mask, generation_config=config,
+                                 logits_processor=LogitsProcessorList([suppress]), return_token_timestamps=True,
+                                 return_dict_in_generate=True)
+            sequence, times, scores = out["sequences"][0].tolist(), out["token_timestamps"][0].tolist(), out["scores"]
+            first = len(sequence) - len(scores)  # the prompt: start of transcript, language, task, no timestamps
+            text = processor.tokenizer.decode(sequence[first:], skip_special_tokens=True).encode()
+            if len(text) <= options.compression_ratio * len(zlib.compress(text)):
+                break
+    tokens = []
+    for i, (token, step) in enumerate(zip(sequence[first:], scores)):
+        probs = torch.softmax(step[0].float(), -1)
+        heard = probs[vocabulary.forms == vocabulary.forms[token]].sum().item()
+        tokens.append((token, times[first + i], times[min(first + i + 1, len(times) - 1)], heard))
+    return group_words(processor.tokenizer, tokens, offset)
+
+
+def _masks(config, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whisper's always-suppressed tokens and those suppressed at the first step, as masks over the vocabulary."""
+    def mask(ids) -> torch.Tensor:
+        m = torch.zeros(size, dtype=torch.bool)
+        m[list(ids or [])] = True
+        return m
+
+    return mask(config.suppress_tokens), mask(config.begin_suppress_tokens)
+
+
+def group_words(tokenizer, tokens: list[tuple[int, float, float, float]], offset: float = 0.0) -> list[Word]:
+    """(token id, start, end, probability) to words: a token starting with a space starts a word, and so does
+    one after a hyphen (Whisper writes unclear speech as "b-hive-w-clap", one "word" of many). Punctuation
+    joins the word before it without stretching its end or counting in its probability."""
+    groups: list[list[tuple[str, float, float, float]]] = []
+    for token, start, end, prob in tokens:
+        if token >= tokenizer.eos_token_id:  # end of text, and special tokens
+            continue
+        text = tokenizer.decode([token])
+        if text.startswith(" ") or not groups or groups[-1][-1][0].endswith("-"):
+            groups.append([])
+        groups[-1].append((text, start, end, prob))
+    words = []
+    for group in groups:
+        spoken = [t for t in group if any(c.isalnum() for c in t[0])]
+        if spoken:
+            words.append(Word("".join(t[0] for t in group).strip(), offset + spoken[0][1], offset + spoken[-1][2],
+                              float(np.mean([t[3] for t in spoken]))))
+        elif words:  # a group of punctuation only ("-", "..."): it belongs to the word before
+            words[-1].text += "".join(t[0] for t in group).strip()
+    return words
+
+
+def place_in_speech(words: list[Word], speech: list[SpeechSegment]) -> list[Word]:
+    """Keep words inside speech: an edge in silence moves to the nearest speech edge within the word (DTW starts
+    the first word at 0 s and stretches words over the pauses beside them). A word DTW left without length (the
+    last one, typically) runs on to the end of its stretch of speech or the next word, whichever comes first."""
+    for word in words:
+        inside = [s for s in speech if s.end > word.start and s.start < word.end]
+        if inside:
+            word.start = max(word.start, inside[0].start)
+            word.end = min(word.end, inside[-1].end)
+    for word, after in zip(words, words[1:] + [None]):
+        if word.end - word.start < MIN_WORD_S:
+            stretch = next((s for s in speech if s.end > word.start), None)
+            limit = after.start if after else float("inf")
+            word.end = max(word.end, min(stretch.end if stretch else word.end, limit))
+    return words
+
+
+def join_words(texts: Iterable[str]) -> str:
+    """Words back into running text: pieces of a hyphenated word join without a space."""
+    out = ""
+    for text in texts:
+        out += text if not out or out.endswith("-") else " " + text
+    return out
