@@ -20,8 +20,9 @@ class CompareOptions:
     epoch: int = field(default=0, metadata={"help": "the epoch to report; 0: each run's last"})
 
 
-def run_rows(folder: Path, epoch: int = 0) -> tuple[list[list[str]], list[str]]:
-    """Table rows (one per decoding) for one run at `epoch` (0: the last one recorded), and its aspects."""
+def run_rows(folder: Path, epoch: int = 0) -> tuple[list[list[str]], list[dict[str, str]], list[str]]:
+    """For one run at `epoch` (0: the last one recorded): the headline cells of each decoding's row, each row's
+    PCC by aspect, and the aspects in the run's order. An epoch short of the run's planned last one says so."""
     if not (folder / "history.json").is_file():
         raise SystemExit(f"{folder} has no history.json: not a grader.train output, or no epoch has finished yet")
     history = json.loads((folder / "history.json").read_text())
@@ -29,31 +30,36 @@ def run_rows(folder: Path, epoch: int = 0) -> tuple[list[list[str]], list[str]]:
     if record is None:
         raise SystemExit(f"{folder} has no epoch {epoch} (it recorded {len(history)})")
     training = json.loads((folder / "grader.json").read_text())["training"]
+    unfinished = epoch == 0 and record["epoch"] < training["epochs"]
+    shown_epoch = f"{record['epoch']} of {training['epochs']} (unfinished)" if unfinished else str(record["epoch"])
+    objective = training["objective"] + (", rater means" if training.get("rater_scores") else "")
     metrics = record["metrics"]
     aspects = list(dict.fromkeys(key.split("/")[0] for key in metrics))
     decodings = list(dict.fromkeys(key.split("/")[1] for key in metrics))
-    rows = []
+    rows, pccs = [], []
     for decoding in decodings:
         head = metrics[f"{aspects[0]}/{decoding}"]
-        rows.append([folder.name, training["model"], training["objective"], str(record["epoch"]), decoding,
+        rows.append([folder.name, training["model"], objective, shown_epoch, decoding,
                      *(f"{head[k]:.3f}" for k in ("pcc", "src", "rmse")),
-                     *(f"{head[k]:.1f}" for k in ("within_0_5", "within_1_0")),
-                     *(f"{metrics[f'{a}/{decoding}']['pcc']:.3f}" for a in aspects[1:])])
-    return rows, aspects
+                     *(f"{head[k]:.1f}" for k in ("within_0_5", "within_1_0"))])
+        pccs.append({a: f"{metrics[f'{a}/{decoding}']['pcc']:.3f}" for a in aspects})
+    return rows, pccs, aspects
 
 
 def main(argv: list[str] | None = None) -> None:
     options = parse_options(CompareOptions, argv, positional="runs")
-    table, aspects = [], []
+    table, headline, others = [], None, {}
     for run in options.runs:
-        rows, aspects = run_rows(Path(run), options.epoch)
-        table += rows
-    header = ["run", "model", "objective", "epoch", "decoding", f"{aspects[0]} PCC", "SRC", "RMSE", "≤0.5 %",
-              "≤1.0 %", *(f"{a} PCC" for a in aspects[1:])]
+        rows, pccs, aspects = run_rows(Path(run), options.epoch)
+        headline = headline or aspects[0]
+        others |= dict.fromkeys(aspects[1:])
+        table += [row + [pcc.get(a, "-") for a in others] for row, pcc in zip(rows, pccs)]
+    header = ["run", "model", "objective", "epoch", "decoding", f"{headline} PCC", "SRC", "RMSE", "≤0.5 %",
+              "≤1.0 %", *(f"{a} PCC" for a in others)]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in table:
-        print("| " + " | ".join(row) + " |")
+        print("| " + " | ".join(row + ["-"] * (len(header) - len(row))) + " |")
 
 
 if __name__ == "__main__":

@@ -222,3 +222,23 @@ def test_compare_tables_runs_at_a_fixed_epoch(tiny_checkpoint, capsys):
     assert all(line.count("|") == lines[0].count("|") for line in lines)
     with pytest.raises(SystemExit, match="has no epoch 9"):
         compare_main([str(tiny_checkpoint), "--epoch", "9"])
+
+
+def test_compare_marks_unfinished_runs_and_missing_aspects(tiny_checkpoint, tmp_path, capsys):
+    """A total-only run stopped after epoch 1 of 3, beside a finished four-aspect run."""
+    from grader.compare import main as compare_main
+
+    stopped = tmp_path / "total-only"
+    shutil.copytree(tiny_checkpoint, stopped)
+    info = json.loads((stopped / "grader.json").read_text())
+    info["training"]["epochs"] = 3
+    (stopped / "grader.json").write_text(json.dumps(info))
+    history = json.loads((stopped / "history.json").read_text())[:1]
+    history[0]["metrics"] = {k: v for k, v in history[0]["metrics"].items() if k.startswith("total/")}
+    (stopped / "history.json").write_text(json.dumps(history))
+    compare_main([str(stopped), str(tiny_checkpoint)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("| accuracy PCC | fluency PCC | prosodic PCC |")
+    assert lines[2].startswith("| total-only |") and "| 1 of 3 (unfinished) |" in lines[2]
+    assert lines[2].endswith("| - | - | - |") and not lines[-1].endswith("| - |")
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
