@@ -32,6 +32,13 @@ def run_model(grader, audios, prompts):
     return grader.grade_batch(audios, prompts)
 
 
+@gpu
+def run_evidence(grader, audio, reference_text):
+    from grader.evidence import build_evidence
+
+    return build_evidence(grader, audio, reference_text)
+
+
 def private_paths(config: AppConfig) -> list[str]:
     """Never served, whatever a URL asks for: the data folder and the database file (with its outbox) wherever
     it is. Only Gradio's own upload cache is served anyway (allowed_paths is empty); this is the second lock."""
@@ -66,7 +73,8 @@ def main(argv: list[str] | None = None) -> None:
         load_error = f"{error} Nothing can be graded until one is available."
         log.error("no checkpoint: %s", load_error)
     db = Database.open(config.database_url)
-    services = Services(config, grader, db, workdir=workdir, load_error=load_error, run_model=run_model)
+    services = Services(config, grader, db, workdir=workdir, load_error=load_error, run_model=run_model,
+                        run_evidence=run_evidence)
     demo = build_app(services, auth=bool(users))
     demo.queue(default_concurrency_limit=config.concurrency, max_size=64)
     demo.launch(server_name=config.host, server_port=config.port, share=config.share,

@@ -1,12 +1,13 @@
 """Grade audio files with a checkpoint; one JSON line per file.
 
-    python -m grader.predict recording.wav other.flac [--text "reference text"] [--checkpoint DIR]
+    python -m grader.predict recording.wav other.flac [--text "reference text"] [--checkpoint DIR] [--evidence]
 """
 
 import json
 from dataclasses import dataclass, field
 
 from .audio import AudioError, load_audio
+from .evidence import build_evidence
 from .inference import Grader
 from .options import parse_options
 
@@ -19,6 +20,8 @@ class PredictOptions:
     checkpoint: str | None = field(default=None, metadata={"help": "checkpoint folder; default: the shipped grader"})
     text: str | None = field(default=None, metadata={"help": "the prompt or reference text, if any"})
     precision: str = field(default="fp32", metadata={"help": "fp32 or bf16 (autocast)"})
+    evidence: bool = field(default=False, metadata={"help": "add the evidence: transcript, fluency measures, and "
+                                                            "the comparison with --text (grader.evidence)"})
     threads: int = 0
 
 
@@ -27,8 +30,11 @@ def main(argv: list[str] | None = None) -> None:
     grader = Grader.load(options.checkpoint, threads=options.threads, precision=options.precision)
     for path in options.audio:
         try:
-            prediction = grader.grade(load_audio(path), options.text)
-            print(json.dumps({"file": path, **prediction.to_dict()}), flush=True)
+            audio = load_audio(path)
+            out = {"file": path, **grader.grade(audio, options.text).to_dict()}
+            if options.evidence:
+                out["evidence"] = build_evidence(grader, audio, options.text)
+            print(json.dumps(out, ensure_ascii=False), flush=True)
         except AudioError as error:
             print(json.dumps({"file": path, "error": str(error)}), flush=True)
 

@@ -10,6 +10,7 @@ file beside the database and is replayed later, so an override the examiner was 
 """
 
 import csv
+import json
 import logging
 import math
 import os
@@ -303,7 +304,7 @@ class Database:
         query = (sa.select(Response, Grade, o).join(Grade, Grade.response_id == Response.id)
                  .join(o, sa.and_(o.grade_id == Grade.id, latest.c.rank == 1), isouter=examiner is None)
                  .order_by(Grade.created_at.desc(), Grade.id.desc()).limit(limit)
-                 .options(*(sa.orm.defer(c) for c in (Grade.scores, Grade.gate_measures, Grade.evidence))))
+                 .options(*(sa.orm.defer(c) for c in (Grade.scores, Grade.gate_measures))))
         for column, value in ((Response.part, part), (Response.candidate_id, candidate)):
             if value is not None:
                 query = query.where(column == value)
@@ -320,7 +321,7 @@ class Database:
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
             writer.writeheader()
-            writer.writerows({k: v.isoformat() if isinstance(v, datetime) else v for k, v in r.items()} for r in rows)
+            writer.writerows({k: csv_value(v) for k, v in r.items()} for r in rows)
         return len(rows)
 
     def override_pairs(self) -> list[dict[str, Any]]:
@@ -381,10 +382,22 @@ def as_dict(row: Any) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in sa.inspect(row).mapper.column_attrs}
 
 
+# The evidence's key figures as columns, and all of it as JSON in the last column.
+EVIDENCE_MEASURES = ["speech_rate_wpm", "speech_rate_sps", "articulation_rate_sps", "pauses", "mean_pause_s",
+                     "longest_pause_s", "phonation_ratio"]
 HISTORY_COLUMNS = ["graded_at", "response_id", "candidate_id", "part", "prompt_text", "duration_s", "audio_sha256",
                    "grade_id", "checkpoint_id", "scale_name", "headline", "regression", "soft", "hard", "scorable",
                    "gate_reason", "latency_s", "override_id", "examiner", "final_score", "agreement", "reason_code",
-                   "comment", "overridden_at"]
+                   "comment", "overridden_at", "transcript", *EVIDENCE_MEASURES, "evidence"]
+
+
+def csv_value(value: Any) -> Any:
+    """A history value as a CSV cell: times in ISO 8601, the evidence as compact JSON."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value
 
 
 def history_row(response: Response, grade: Grade, override: Override | None) -> dict[str, Any]:
@@ -395,4 +408,13 @@ def history_row(response: Response, grade: Grade, override: Override | None) -> 
             "scale_name": grade.scale_name, "headline": grade.headline, "regression": grade.regression,
             "soft": grade.soft, "hard": grade.hard, "scorable": grade.scorable, "gate_reason": grade.gate_reason,
             "latency_s": grade.latency_s, "override_id": o.id, "examiner": o.examiner, "final_score": o.final_score,
-            "agreement": o.agreement, "reason_code": o.reason_code, "comment": o.comment, "overridden_at": o.created_at}
+            "agreement": o.agreement, "reason_code": o.reason_code, "comment": o.comment, "overridden_at": o.created_at,
+            **evidence_columns(grade.evidence)}
+
+
+def evidence_columns(evidence: dict[str, Any] | None) -> dict[str, Any]:
+    """The transcript, key measures and the whole evidence of a grade (all None where it has none yet)."""
+    evidence = evidence or {}
+    measures = evidence.get("measures", {})
+    return {"transcript": evidence.get("transcript", {}).get("text"),
+            **{k: measures.get(k) for k in EVIDENCE_MEASURES}, "evidence": evidence or None}

@@ -1,6 +1,7 @@
 """The app as people and scripts use it: `python app.py` in a subprocess, driven by headless Chromium and by
-gradio_client. The screenshot lands in test-output/browser-grade.png."""
+gradio_client. Screenshots land in test-output/ (browser-grade.png, evidence-panel.png)."""
 
+import json
 import os
 import socket
 import sqlite3
@@ -11,12 +12,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import launch_app
+
+from grader.inference import DEFAULT_CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 SCREENSHOT = REPO / "test-output" / "browser-grade.png"
+EVIDENCE_SCREENSHOT = REPO / "test-output" / "evidence-panel.png"
 
 
 def free_port() -> int:
@@ -105,3 +110,41 @@ def test_gradio_client_grades_and_overrides(server, speech_clip):
     message = client.predict(grade_id, 7.0, "agree", "", "scripted", "script-bot", api_name="/override")
     assert message.startswith("✓")
     assert (grade_id, "script-bot", 7.0, "agree", None, "scripted") in overrides(db)
+
+
+@pytest.mark.browser
+def test_evidence_panel_follows_the_score(speechocean_dir, tmp_path):
+    """The shipped grader (real Whisper base) on a real 15.7-s read-aloud answer with long pauses: the score shows,
+    then the evidence panel with transcript, measures, comparison with the reference text and timeline; a word
+    picked from the transcript plays back; the evidence is stored with the grade."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    answer = speechocean_dir / "audio" / "070010004.flac"
+    with launch_app(DEFAULT_CHECKPOINT, tmp_path) as app, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app.url)
+        page.locator("#audio-input input[type=file]").set_input_files(str(answer))
+        page.get_by_label("Prompt or reference text").fill("EVEN WHEN WE LOSE IT USUALLY A VERY CLOSE GAME")
+        page.get_by_role("button", name="Grade", exact=True).click()
+        expect(page.locator(".card .score")).to_be_visible(timeout=60_000)
+        panel = page.locator("#evidence-panel").first  # Gradio gives a group's id to two nested elements
+        expect(panel.locator(".evidence .transcript")).to_be_visible(timeout=120_000)
+        expect(panel.locator(".evidence .reference")).to_contain_text("usually")
+        expect(panel.locator(".evidence table.measures")).to_contain_text("words/min")
+        expect(panel.locator("#timeline .js-plotly-plot")).to_be_visible(timeout=30_000)
+        page.locator("#word-pick input").click()
+        page.get_by_role("option").first.click()
+        expect(panel.locator("#word-audio audio, #word-audio .waveform-container").first).to_be_attached(
+            timeout=30_000)
+        grade_id = int(page.get_by_label("Grade #").input_value())
+        EVIDENCE_SCREENSHOT.parent.mkdir(exist_ok=True)
+        panel.screenshot(path=EVIDENCE_SCREENSHOT)
+        page.screenshot(path=EVIDENCE_SCREENSHOT.with_name("evidence-page.png"), full_page=True)
+        browser.close()
+        with sqlite3.connect(app.db) as connection:
+            (stored,) = connection.execute("SELECT evidence FROM grades WHERE id = ?", (grade_id,)).fetchone()
+    evidence = json.loads(stored)
+    assert evidence["version"] == 1 and evidence["measures"]["pauses"] >= 2 and evidence["reference"]

@@ -1,10 +1,11 @@
 """The evidence beside a score, on real speech (speechocean762) with the shipped grader's Whisper base: speech rate
 against the reference text, pauses where silence was put, the word comparison, phone detail, scores untouched by
-transcription."""
+transcription, and the evidence stored, listed and exported with its grade."""
 
 import csv
 import json
 
+import gradio as gr
 import numpy as np
 import pytest
 
@@ -16,6 +17,9 @@ from grader.fluency import measure
 from grader.inference import DEFAULT_CHECKPOINT, Grader
 from grader.transcribe import Word, transcribe
 from grader.vad import SpeechSegment, at_typical_level, speech_segments
+from storage import Database
+from ui import callbacks as cb
+from ui.config import AppConfig
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +157,47 @@ def test_transcribing_leaves_the_scores_and_the_model_as_they_were(grader, speec
     assert transcript.words and first.scores == second.scores
     assert {n for n, p in grader.model.named_parameters() if p.requires_grad} == trainable
     assert model.config._attn_implementation == attention
+
+
+def test_evidence_is_stored_listed_and_exported_with_its_grade(grader, speechocean_dir, tmp_path):
+    config = AppConfig(data_dir=str(tmp_path / "data"), db=str(tmp_path / "grades.db"))
+    (tmp_path / "work").mkdir()
+    with Database.open(config.database_url) as db:
+        services = cb.Services(config, grader, db, workdir=tmp_path / "work")
+        path = speechocean_dir / "audio" / "000360013.flac"
+        graded = cb.grade_file(services, path, "cand-9", "read aloud", "IT'S JUST SO HARD TO PICTURE")
+        found = cb.evidence_for(services, path, graded.grade_id)
+        stored = db.grade(graded.grade_id)
+        assert stored["evidence"] == found.evidence and stored["regression"] == graded.prediction.scores["total"].regression
+
+        [row] = cb.history_rows(services)
+        assert row[-1] == "It's just so hard to picture." and row[-3] == round(found.evidence["measures"]["speech_rate_wpm"], 1)
+        with open(cb.export_history(services), newline="", encoding="utf-8") as f:
+            [exported] = list(csv.DictReader(f))
+        assert json.loads(exported["evidence"]) == found.evidence
+        assert float(exported["speech_rate_wpm"]) == found.evidence["measures"]["speech_rate_wpm"]
+
+        panel, figure, picker, _ = cb.evidence_outputs(found)
+        assert "It&#x27;s" in panel and "6 read as written" in panel and len(figure.data) == 2
+        rate, samples = cb.word_audio(found, 3)  # "hard"
+        w = found.evidence["transcript"]["words"][3]
+        assert rate == SAMPLE_RATE and len(samples) == pytest.approx((w["end"] - w["start"] + 0.1) * rate, abs=2)
+
+        other = speechocean_dir / "audio" / "000010011.flac"
+        with pytest.raises(gr.Error, match="not the one graded"):
+            cb.evidence_for(services, other, graded.grade_id)
+
+
+def test_evidence_html_escapes_what_it_shows(grader, speechocean_dir):
+    evidence = build_evidence(grader, clip(speechocean_dir, "000360013"), "IT'S <b>JUST</b> SO HARD")
+    evidence["transcript"]["words"][0]["text"] = "<script>alert(1)</script>"
+    panel = cb.evidence_html(evidence)
+    assert "<script>" not in panel and "&lt;script&gt;" in panel and "<b>" not in panel
+
+
+def test_predict_prints_the_evidence_beside_the_scores(speechocean_dir, capsys):
+    from grader.predict import main
+
+    main([str(speechocean_dir / "audio" / "000360013.flac"), "--text", "IT'S JUST SO HARD TO PICTURE", "--evidence"])
+    out = json.loads(capsys.readouterr().out)
+    assert "total" in out["scores"] and out["evidence"]["reference"]["counts"]["correct"] == 6

@@ -235,4 +235,5 @@ def test_distribution_chart_has_bars_and_both_lines(services, speech_clip):
 def test_every_event_has_an_api_name(services):
     demo = build_app(services)
     names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility != "private"}
-    assert {"grade", "override", "history", "export_history", "agreement", "grade_batch"} <= names
+    assert {"grade", "evidence", "word_audio", "override", "history", "export_history", "agreement",
+            "grade_batch"} <= names

@@ -1,4 +1,4 @@
-"""The Gradio interface: Grade, History, Agreement and Batch tabs bound to ui.callbacks.
+"""The Gradio interface: Grade (with the evidence panel), History, Agreement and Batch tabs bound to ui.callbacks.
 
 Every event has an api_name, so scripts can grade and log overrides with gradio_client.
 """
@@ -29,6 +29,21 @@ CSS = """
 .card .review ul {margin: 4px 0 0 18px;}
 .card.refused {border-color: #c0392b; background: #fdf0ee; color: #5a1a12;}
 .banner {background: #fdf0ee; border: 1px solid #c0392b; border-radius: 8px; padding: 10px 14px; color: #5a1a12;}
+.evidence h4 {margin: 16px 0 4px 0;}
+.evidence .note {font-size: 0.9em;}
+.evidence .meta {color: var(--body-text-color-subdued); font-size: 0.9em;}
+.evidence .transcript, .evidence .reference {font-size: 1.15em; line-height: 1.9;}
+.evidence mark.unsure {background: #f5c26b; color: inherit; border-radius: 3px; padding: 0 2px;}
+.evidence table, .evidence tr {border-collapse: collapse; border: none !important; margin: 4px 0 !important;}
+.evidence td, .evidence th {text-align: left; padding: 3px 10px 3px 0; border: none !important;
+  border-bottom: 1px solid var(--border-color-primary) !important;}
+.evidence .op-correct {color: #1f6f43;}
+.evidence .op-substituted {color: #a05a00; font-weight: 600;}
+.evidence .op-substituted .heard {font-weight: 400; font-style: italic;}
+.evidence .op-omitted {color: #c0392b; text-decoration: line-through;}
+.evidence .op-inserted {color: #2c5aa0; font-style: italic;}
+.evidence .suspect {text-decoration: underline wavy #c0392b; text-underline-offset: 4px;}
+.evidence .op-omitted.suspect {text-decoration: line-through underline wavy #c0392b;}
 """
 
 
@@ -68,7 +83,18 @@ def build_app(services: Services, auth: bool = False) -> gr.Blocks:
                     chart = gr.Plot(label="Class distribution", show_label=False)
                     with gr.Accordion("Result as JSON", open=False):
                         raw = gr.JSON(label="result")
-            with gr.Group(visible=True) as override_box:
+            with gr.Group(elem_id="evidence-panel"):
+                gr.Markdown("### Evidence")
+                evidence_panel = gr.HTML(elem_id="evidence")
+                timeline = gr.Plot(label="Timeline", show_label=False, elem_id="timeline")
+                with gr.Row():
+                    word_pick = gr.Dropdown(choices=[], label="Play a word of the transcript", scale=2,
+                                            elem_id="word-pick")
+                    word_clip = gr.Audio(label="Word", type="numpy", interactive=False, scale=3, elem_id="word-audio")
+                with gr.Accordion("Evidence as JSON", open=False):
+                    evidence_json = gr.JSON(label="evidence")
+                evidence_state = gr.State()
+            with gr.Group():
                 gr.Markdown("### Examiner decision\nYour own score for this response; it is stored beside the "
                             "model's, never replacing it. The score is not pre-filled, so the model does not "
                             "anchor your judgement.")
@@ -91,11 +117,23 @@ def build_app(services: Services, auth: bool = False) -> gr.Blocks:
             progress(0.05, desc="Checking the recording")
             graded = cb.grade_file(services, path, cand or "", part or "", text or "", progress=progress)
             return (cb.result_card(graded), cb.figure(graded), cb.result_json(graded), graded.grade_id,
-                    None, None, "", "", "")
+                    None, None, "", "", "", "", None, gr.Dropdown(choices=[], value=None), None, None, None)
 
-        grade_button.click(grade, [audio, candidate, task_part, prompt],
-                           [card, chart, raw, grade_id, final, verdict, reason, comment, saved],
-                           api_name="grade", concurrency_limit=services.config.concurrency)
+        def evidence(path, rid):
+            found = cb.evidence_for(services, path, rid)
+            return *cb.evidence_outputs(found), found
+
+        # The evidence follows a successful grade as its own event, so the score shows first; both hold the model.
+        graded_event = grade_button.click(
+            grade, [audio, candidate, task_part, prompt],
+            [card, chart, raw, grade_id, final, verdict, reason, comment, saved,
+             evidence_panel, timeline, word_pick, word_clip, evidence_json, evidence_state],
+            api_name="grade", concurrency_limit=services.config.concurrency, concurrency_id="model")
+        graded_event.success(evidence, [audio, grade_id], [evidence_panel, timeline, word_pick, evidence_json,
+                                                           evidence_state],
+                             api_name="evidence", concurrency_limit=services.config.concurrency,
+                             concurrency_id="model")
+        word_pick.change(cb.word_audio, [evidence_state, word_pick], word_clip, api_name="word_audio")
 
         def override(rid, score, agree, code, text, name, request: gr.Request):
             return cb.save_override(services, rid, score, agree, code, text, who(request, name))

@@ -20,13 +20,15 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
+from grader.audio import SAMPLE_RATE, AudioError, load_audio
+from grader.evidence import build_evidence
 from grader.gate import GateResult, inspect_file
 from grader.inference import Grader, Prediction
 from grader.metrics import score_metrics
 from grader.scale import ScoreScale, get_scale
 from storage import Database, StorageError
 
-from .charts import agreement_figure, distribution_figure
+from .charts import agreement_figure, distribution_figure, timeline_figure
 from .config import AppConfig
 
 AUDIO_TYPES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".aac", ".mp4")
@@ -48,6 +50,7 @@ class Services:
     load_error: str | None = None
     run_model: Callable[[Grader, list[np.ndarray], list[str | None]], list[Prediction]] = (
         lambda grader, audios, prompts: grader.grade_batch(audios, prompts))
+    run_evidence: Callable[[Grader, np.ndarray, str | None], dict] = build_evidence
 
 
 @dataclass
@@ -187,6 +190,149 @@ def figure(graded: Graded) -> go.Figure | None:
     return distribution_figure(p.scores[p.headline], p.scale, p.headline) if p else None
 
 
+# ---- evidence ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Evidence:
+    """A graded response's evidence and the audio it was computed from (to play words back)."""
+    grade_id: int
+    evidence: dict
+    audio: np.ndarray
+
+
+def evidence_for(services: Services, path: str | Path | None, grade_id: int | None) -> Evidence | None:
+    """Compute and store the evidence of a scored grade, from the same recording (checked by its hash) and the
+    reference text stored with it. None for a response that was not scored. The score is never touched."""
+    grader = require_grader(services)
+    if not grade_id:
+        raise gr.Error("Grade a response first: there is no evidence without a grade.")
+    stored = services.db.grade(int(grade_id))
+    if stored is None:
+        raise gr.Error(f"There is no grade #{int(grade_id)}.")
+    if not stored["scorable"]:
+        return None
+    if not path or not Path(path).is_file() or sha256(Path(path)) != stored["response"]["audio_sha256"]:
+        raise gr.Error(f"This recording is not the one graded as #{int(grade_id)}: grade it first.")
+    try:
+        audio = load_audio(path, services.config.audio_limits)
+    except AudioError as error:
+        raise gr.Error(str(error)) from error
+    evidence = services.run_evidence(grader, audio, stored["response"]["prompt_text"])
+    try:
+        services.db.set_evidence(int(grade_id), evidence)
+    except StorageError as error:
+        log.warning("evidence for grade %d not stored: %s", int(grade_id), error)
+        raise gr.Error(f"The evidence was computed but not saved: {error}", title="Not saved") from error
+    log.info("evidence for grade %d in %.2f s", int(grade_id), evidence["latency_s"])
+    return Evidence(int(grade_id), evidence, audio)
+
+
+def evidence_html(evidence: dict | None) -> str:
+    """The evidence panel: transcript (low-confidence words marked), fluency measures, and the word-by-word
+    comparison with the reference text. Every piece of text from the recording or the examiner is escaped."""
+    if evidence is None:
+        return '<div class="evidence"><p class="meta">No evidence: the recording was not scored.</p></div>'
+    t, m = evidence["transcript"], evidence["measures"]
+    if t["note"]:
+        transcript = f'<p class="meta">{html.escape(t["note"])}</p>'
+    else:
+        transcript = " ".join(_word_span(w) for w in t["words"]) or '<span class="meta">(no words heard)</span>'
+    parts = ['<div class="evidence">',
+             f'<p class="note">Evidence only: none of this changes the score. Transcript by '
+             f'{html.escape(evidence["sources"]["transcript"] or "no transcriber")}; it is often wrong on L2 speech. '
+             f'<mark class="unsure">Marked</mark> words: Whisper gave them a probability under '
+             f'{t["low_confidence_below"]:.0%}.</p>',
+             f'<h4>Transcript</h4><p class="transcript">{transcript}</p>',
+             "<h4>Fluency</h4>", _measures_table(m, evidence["pauses"])]
+    if evidence.get("reference"):
+        parts.append(_reference_html(evidence["reference"]))
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def _word_span(w: dict) -> str:
+    title = f'{w["start"]:.2f}–{w["end"]:.2f} s, probability {w["probability"]:.0%}'
+    tag = "mark" if w["low_confidence"] else "span"
+    cls = ' class="unsure"' if w["low_confidence"] else ""
+    return f'<{tag}{cls} title="{html.escape(title)}">{html.escape(w["text"])}</{tag}>'
+
+
+def _measures_table(m: dict, pauses: list[dict]) -> str:
+    def fmt(value, spec: str, unit: str = "") -> str:
+        return "–" if value is None else f"{value:{spec}}{unit}"
+
+    longest = max(pauses, key=lambda p: p["duration"], default=None)
+    where = (f' (after “{html.escape(longest["after"])}”)' if longest and longest["after"] else "")
+    rows = [
+        ("Speech rate", f'{fmt(m["speech_rate_wpm"], ".0f")} words/min · {fmt(m["speech_rate_sps"], ".2f")} '
+                        "syllables/s", "over the speaking span (first to last speech)"),
+        ("Articulation rate", f'{fmt(m["articulation_rate_sps"], ".2f")} syllables/s', "over phonation time"),
+        ("Silent pauses ≥ 250 ms", f'{m["pauses"]}, mean {fmt(m["mean_pause_s"], ".2f", " s")}',
+         "between stretches of speech"),
+        ("Longest pause", fmt(m["longest_pause_s"], ".2f", " s") + where, ""),
+        ("Phonation-time ratio", f'{m["phonation_ratio"]:.0%}', "speaking span less pauses, over the span"),
+        ("Speaking span", f'{m["span_s"]:.2f} s of {m["duration_s"]:.2f} s',
+         f'{fmt(m["words"], "d")} words, {fmt(m["syllables"], "d")} syllables'),
+    ]
+    body = "".join(f"<tr><td>{a}</td><td>{b}</td><td class=\"meta\">{c}</td></tr>" for a, b, c in rows)
+    return f'<table class="measures">{body}</table>'
+
+
+OP_LABELS = {"correct": "read as written", "substituted": "heard as another word", "omitted": "left out",
+             "inserted": "added"}
+
+
+def _reference_html(reference: dict) -> str:
+    words = []
+    for w in reference["words"]:
+        why = "; ".join(w["why"])
+        title = OP_LABELS[w["op"]] + (f" ({why})" if why else "")
+        if w["phones"]:
+            title += f' · phones expected [{w["phones"]["expected"]}], heard [{w["phones"]["heard"]}]'
+        text = html.escape(w["reference"] if w["reference"] is not None else f'+{w["heard"]}')
+        if w["op"] == "substituted":
+            text += f' <span class="heard">→ {html.escape(w["heard"])}</span>'
+        cls = f'op-{w["op"]}' + (" suspect" if w["likely_mispronounced"] else "")
+        words.append(f'<span class="{cls}" title="{html.escape(title)}">{text}</span>')
+    c = reference["counts"]
+    likely = [w for w in reference["words"] if w["likely_mispronounced"]]
+    summary = (f'{c["correct"]} read as written · {c["substituted"]} substituted · {c["omitted"]} left out · '
+               f'{c["inserted"]} added · <strong>{len(likely)} likely mispronounced</strong> (underlined)')
+    rows = "".join(f'<tr><td>{html.escape(w["reference"])}</td><td>{html.escape(w["heard"] or "")}</td>'
+                   f'<td>{html.escape(w["phones"]["expected"]) if w["phones"] else ""}</td>'
+                   f'<td>{html.escape(w["phones"]["heard"]) if w["phones"] else ""}</td>'
+                   f'<td>{html.escape("; ".join(w["why"]))}</td></tr>' for w in likely)
+    table = (f'<table class="suspects"><tr><th>word</th><th>Whisper heard</th><th>phones expected</th>'
+             f'<th>phones heard</th><th>why</th></tr>{rows}</table>') if likely else ""
+    note = f'<p class="meta">{html.escape(reference["phones_note"])}</p>' if reference["phones_note"] else ""
+    return (f'<h4>Against the reference text</h4><p class="reference">{" ".join(words)}</p>'
+            f'<p class="meta">{summary}</p>{table}{note}')
+
+
+def evidence_outputs(found: Evidence | None) -> tuple:
+    """The panel's HTML, the timeline, the word picker's choices and the JSON, for ui/app.py."""
+    if found is None:
+        return evidence_html(None), None, gr.Dropdown(choices=[], value=None), None
+    words = found.evidence["transcript"]["words"]
+    choices = [(f'{i + 1}. {w["text"]} ({w["start"]:.2f}–{w["end"]:.2f} s)' + (" ⚠" if w["low_confidence"] else ""), i)
+               for i, w in enumerate(words)]
+    return (evidence_html(found.evidence), timeline_figure(found.evidence, found.audio),
+            gr.Dropdown(choices=choices, value=None), found.evidence)
+
+
+def word_audio(found: Evidence | None, index: int | None, margin_s: float = 0.05) -> tuple[int, np.ndarray] | None:
+    """One transcript word's audio (with `margin_s` either side, so its edges are heard), to play back."""
+    if found is None or index is None:
+        return None
+    words = found.evidence["transcript"]["words"]
+    if not 0 <= int(index) < len(words):
+        raise gr.Error("Pick a word of the transcript.")
+    w = words[int(index)]
+    start = max(int((w["start"] - margin_s) * SAMPLE_RATE), 0)
+    end = min(int((w["end"] + margin_s) * SAMPLE_RATE), len(found.audio))
+    return SAMPLE_RATE, (np.clip(found.audio[start:end], -1, 1) * 32767).astype(np.int16)
+
+
 # ---- overrides --------------------------------------------------------------------------------------------
 
 def examiner_id(username: str | None, typed_name: str) -> str:
@@ -243,7 +389,8 @@ def write_csv(services: Services, name: str, header: list[str], rows: list[list]
     return str(path)
 
 HISTORY_COLUMNS = ["graded at (UTC)", "response", "grade", "candidate", "task part", "status", "regression",
-                   "soft", "CEFR", "final score", "agreement", "examiner", "reason", "comment"]
+                   "soft", "CEFR", "final score", "agreement", "examiner", "reason", "comment", "words/min",
+                   "pauses", "transcript"]
 
 
 def history_filters(candidate: str = "", task_part: str = "", examiner: str = "") -> dict[str, str]:
@@ -261,7 +408,8 @@ def history_rows(services: Services, candidate: str = "", task_part: str = "", e
         rows.append([_when(r["graded_at"]), r["response_id"], r["grade_id"], r["candidate_id"] or "",
                      r["part"] or "", status, _round(r["regression"]), _round(r["soft"]),
                      _cefr(r["scale_name"], r["soft"]), _round(r["final_score"]), r["agreement"] or "",
-                     r["examiner"] or "", r["reason_code"] or "", r["comment"] or ""])
+                     r["examiner"] or "", r["reason_code"] or "", r["comment"] or "", _round(r["speech_rate_wpm"], 1),
+                     "" if r["pauses"] is None else r["pauses"], r["transcript"] or ""])
     return rows
 
 
