@@ -20,6 +20,7 @@ from grader.vad import SpeechSegment, at_typical_level, speech_segments
 from storage import Database
 from ui import callbacks as cb
 from ui.config import AppConfig
+from ui.evidence import evidence_html
 
 
 @pytest.fixture(scope="module")
@@ -191,7 +192,7 @@ def test_evidence_is_stored_listed_and_exported_with_its_grade(grader, speechoce
 def test_evidence_html_escapes_what_it_shows(grader, speechocean_dir):
     evidence = build_evidence(grader, clip(speechocean_dir, "000360013"), "IT'S <b>JUST</b> SO HARD")
     evidence["transcript"]["words"][0]["text"] = "<script>alert(1)</script>"
-    panel = cb.evidence_html(evidence)
+    panel = evidence_html(evidence)
     assert "<script>" not in panel and "&lt;script&gt;" in panel and "<b>" not in panel
 
 

@@ -30,6 +30,7 @@ from storage import Database, StorageError
 
 from .charts import agreement_figure, distribution_figure, timeline_figure
 from .config import AppConfig
+from .evidence import evidence_html
 
 AUDIO_TYPES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".aac", ".mp4")
 AGREEMENT = ("agree", "partly", "disagree")
@@ -225,88 +226,6 @@ def evidence_for(services: Services, path: str | Path | None, grade_id: int | No
         raise gr.Error(f"The evidence was computed but not saved: {error}", title="Not saved") from error
     log.info("evidence for grade %d in %.2f s", int(grade_id), evidence["latency_s"])
     return Evidence(int(grade_id), evidence, audio)
-
-
-def evidence_html(evidence: dict | None) -> str:
-    """The evidence panel: transcript (low-confidence words marked), fluency measures, and the word-by-word
-    comparison with the reference text. Every piece of text from the recording or the examiner is escaped."""
-    if evidence is None:
-        return '<div class="evidence"><p class="meta">No evidence: the recording was not scored.</p></div>'
-    t, m = evidence["transcript"], evidence["measures"]
-    if t["note"]:
-        transcript = f'<p class="meta">{html.escape(t["note"])}</p>'
-    else:
-        transcript = " ".join(_word_span(w) for w in t["words"]) or '<span class="meta">(no words heard)</span>'
-    parts = ['<div class="evidence">',
-             f'<p class="note">Evidence only: none of this changes the score. Transcript by '
-             f'{html.escape(evidence["sources"]["transcript"] or "no transcriber")}; it is often wrong on L2 speech. '
-             f'<mark class="unsure">Marked</mark> words: Whisper gave them a probability under '
-             f'{t["low_confidence_below"]:.0%}.</p>',
-             f'<h4>Transcript</h4><p class="transcript">{transcript}</p>',
-             "<h4>Fluency</h4>", _measures_table(m, evidence["pauses"])]
-    if evidence.get("reference"):
-        parts.append(_reference_html(evidence["reference"]))
-    parts.append("</div>")
-    return "".join(parts)
-
-
-def _word_span(w: dict) -> str:
-    title = f'{w["start"]:.2f}–{w["end"]:.2f} s, probability {w["probability"]:.0%}'
-    tag = "mark" if w["low_confidence"] else "span"
-    cls = ' class="unsure"' if w["low_confidence"] else ""
-    return f'<{tag}{cls} title="{html.escape(title)}">{html.escape(w["text"])}</{tag}>'
-
-
-def _measures_table(m: dict, pauses: list[dict]) -> str:
-    def fmt(value, spec: str, unit: str = "") -> str:
-        return "–" if value is None else f"{value:{spec}}{unit}"
-
-    longest = max(pauses, key=lambda p: p["duration"], default=None)
-    where = (f' (after “{html.escape(longest["after"])}”)' if longest and longest["after"] else "")
-    rows = [
-        ("Speech rate", f'{fmt(m["speech_rate_wpm"], ".0f")} words/min · {fmt(m["speech_rate_sps"], ".2f")} '
-                        "syllables/s", "over the speaking span (first to last speech)"),
-        ("Articulation rate", f'{fmt(m["articulation_rate_sps"], ".2f")} syllables/s', "over phonation time"),
-        ("Silent pauses ≥ 250 ms", f'{m["pauses"]}, mean {fmt(m["mean_pause_s"], ".2f", " s")}',
-         "between stretches of speech"),
-        ("Longest pause", fmt(m["longest_pause_s"], ".2f", " s") + where, ""),
-        ("Phonation-time ratio", f'{m["phonation_ratio"]:.0%}', "speaking span less pauses, over the span"),
-        ("Speaking span", f'{m["span_s"]:.2f} s of {m["duration_s"]:.2f} s',
-         f'{fmt(m["words"], "d")} words, {fmt(m["syllables"], "d")} syllables'),
-    ]
-    body = "".join(f"<tr><td>{a}</td><td>{b}</td><td class=\"meta\">{c}</td></tr>" for a, b, c in rows)
-    return f'<table class="measures">{body}</table>'
-
-
-OP_LABELS = {"correct": "read as written", "substituted": "heard as another word", "omitted": "left out",
-             "inserted": "added"}
-
-
-def _reference_html(reference: dict) -> str:
-    words = []
-    for w in reference["words"]:
-        why = "; ".join(w["why"])
-        title = OP_LABELS[w["op"]] + (f" ({why})" if why else "")
-        if w["phones"]:
-            title += f' · phones expected [{w["phones"]["expected"]}], heard [{w["phones"]["heard"]}]'
-        text = html.escape(w["reference"] if w["reference"] is not None else f'+{w["heard"]}')
-        if w["op"] == "substituted":
-            text += f' <span class="heard">→ {html.escape(w["heard"])}</span>'
-        cls = f'op-{w["op"]}' + (" suspect" if w["likely_mispronounced"] else "")
-        words.append(f'<span class="{cls}" title="{html.escape(title)}">{text}</span>')
-    c = reference["counts"]
-    likely = [w for w in reference["words"] if w["likely_mispronounced"]]
-    summary = (f'{c["correct"]} read as written · {c["substituted"]} substituted · {c["omitted"]} left out · '
-               f'{c["inserted"]} added · <strong>{len(likely)} likely mispronounced</strong> (underlined)')
-    rows = "".join(f'<tr><td>{html.escape(w["reference"])}</td><td>{html.escape(w["heard"] or "")}</td>'
-                   f'<td>{html.escape(w["phones"]["expected"]) if w["phones"] else ""}</td>'
-                   f'<td>{html.escape(w["phones"]["heard"]) if w["phones"] else ""}</td>'
-                   f'<td>{html.escape("; ".join(w["why"]))}</td></tr>' for w in likely)
-    table = (f'<table class="suspects"><tr><th>word</th><th>Whisper heard</th><th>phones expected</th>'
-             f'<th>phones heard</th><th>why</th></tr>{rows}</table>') if likely else ""
-    note = f'<p class="meta">{html.escape(reference["phones_note"])}</p>' if reference["phones_note"] else ""
-    return (f'<h4>Against the reference text</h4><p class="reference">{" ".join(words)}</p>'
-            f'<p class="meta">{summary}</p>{table}{note}')
 
 
 def evidence_outputs(found: Evidence | None) -> tuple:
