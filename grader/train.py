@@ -219,13 +219,14 @@ def train(config: TrainConfig) -> dict:
         if key > best:
             best = key
             model.save(out, **info)
-            print(f"  new best ({key:.3f}), saved to {out}")
+            print(f"  {f'new best ({key:.3f})' if dev_set else 'epoch'} saved to {out}")
         model.save(out / "last", **info)
         torch.save({"model": model.trained_state(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "epoch": epoch, "best": best, "history": history},
                    out / "last" / "trainer.pt")
         (out / "history.json").write_text(json.dumps(history, indent=2))  # every epoch: a stopped run keeps it
-    print(f"done in {time.perf_counter() - started:.0f} s; best dev pcc {best:.3f}; checkpoint {out}")
+    kept = f"best dev pcc {best:.3f}" if dev_set else "no dev set, the last epoch kept"
+    print(f"done in {time.perf_counter() - started:.0f} s; {kept}; checkpoint {out}")
     return {"best": best, "history": history}
 
 
