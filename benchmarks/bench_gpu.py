@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"LoRA step: {json.dumps(train)}")
 
     memory = "peak GPU memory (GiB)" if device.type == "cuda" else "peak RSS of the process (GiB)"
-    lines = [f"| batch ({opts.clip_seconds:g}-s clips) | latency (s) | responses/s | of which features on CPU (s) | "
+    lines = [f"| batch ({opts.clip_seconds:g}-s clips) | latency (s) | responses/s | of which log-mel features (s) | "
              f"{memory} |",
              "|---|---|---|---|---|"]
     for g in grades:
