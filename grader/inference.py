@@ -22,7 +22,7 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 
 def autocast(model: GraderModel, dtype: torch.dtype | None):
     """Mixed precision for the model's matrix products (bf16 halves CPU time on recent x86 and GPUs); a no-op
-    for dtype None. Wraps the network only: the log-mel extractor works in numpy, which has no bfloat16."""
+    for dtype None. Wraps the network only: the log-mel features are computed before it, in fp32."""
     return torch.autocast(model.backbone.device.type, dtype=dtype) if dtype else nullcontext()
 
 

@@ -114,7 +114,7 @@ def test_gradio_client_grades_and_overrides(server, speech_clip):
 
 @pytest.mark.browser
 def test_evidence_panel_follows_the_score(speechocean_dir, tmp_path):
-    """The shipped grader (real Whisper base) on a real 15.7-s read-aloud answer with long pauses: the score shows,
+    """The shipped grader (real Whisper tiny.en) on a real 15.7-s read-aloud answer with long pauses: the score shows,
     then the evidence panel with transcript, measures, comparison with the reference text and timeline; a word
     picked from the transcript plays back; the evidence is stored with the grade."""
     if not CHROMIUM.is_file():

@@ -1,4 +1,4 @@
-"""The evidence beside a score, on real speech (speechocean762) with the shipped grader's Whisper base: speech rate
+"""The evidence beside a score, on real speech (speechocean762) with the shipped grader's Whisper (tiny.en): speech rate
 against the reference text, pauses where silence was put, the word comparison, phone detail, scores untouched by
 transcription, and the evidence stored, listed and exported with its grade."""
 
