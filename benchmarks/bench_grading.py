@@ -273,6 +273,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         for name in variants:
             if name != "optimised":
                 comparisons[f"{name}_vs_optimised"] = compare(variants["optimised"], variants[name])
+    import torch
+
+    from grader.inference import native_bf16
     from grader.model import read_checkpoint_info
 
     info = read_checkpoint_info(checkpoint)
@@ -281,7 +284,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         "checkpoint": {"path": str(opts.checkpoint), "id": info.get("checkpoint_id"), "model": info["model"]},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "usable_cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-                    "load1_at_end": load1(),
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "native_bf16": native_bf16(torch.device("cpu")), "load1_at_end": load1(),
                     "note": "shared machine: other jobs were running; load1 is os.getloadavg()[0]"},
         "targets": {"definition": "p50 of end-to-end grade (decode+gate+features+model); RTF = p50 / clip length",
                     **{name: targets(v) for name, v in variants.items()}},

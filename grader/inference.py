@@ -1,5 +1,6 @@
 """Running a grader over audio: batched encoding, scoring, and the `Grader` the app and CLIs use."""
 
+import logging
 import threading
 import time
 from contextlib import nullcontext
@@ -18,6 +19,15 @@ from .scale import ScoreScale
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "default"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+log = logging.getLogger(__name__)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products run in hardware: any CUDA GPU torch can use, or a CPU with AVX-512 BF16 or AMX.
+    Elsewhere torch emulates bf16, which graded 3-6x slower than fp32 on an AVX2-only CPU (benchmarks/README.md)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def autocast(model: GraderModel, dtype: torch.dtype | None):
@@ -111,6 +121,10 @@ class Grader:
         info = read_checkpoint_info(folder)
         overrides = {"pad_to_30s": True} if pad_to_30s else {}
         model = GraderModel.load(folder, device or ("cuda" if torch.cuda.is_available() else "cpu"), **overrides)
+        if precision == "bf16" and not native_bf16(model.backbone.device):
+            log.warning("precision bf16 on %s without native bfloat16 (CPU capability %s): torch emulates it, so "
+                        "grading is several times slower than fp32; use fp32 here", model.backbone.device,
+                        torch.backends.cpu.get_cpu_capability())
         return cls(model, info.get("checkpoint_id", folder.name), info, precision)
 
     @property

@@ -13,7 +13,7 @@ from grader.data import (ManifestError, length_batches, read_manifest, read_rate
                          split_by_speaker)
 from grader.evaluate import main as evaluate_main
 from grader.heads import decode, parse_objective, score_loss
-from grader.inference import Grader
+from grader.inference import Grader, native_bf16
 from grader.model import GraderModel, LoraOptions, ModelConfig
 from grader.train import TrainConfig, load_responses
 from grader.train import main as train_main
@@ -145,6 +145,16 @@ def test_bf16_and_30s_window_grade_the_same_response_closely(tiny_checkpoint, sp
             assert abs(other.scores[aspect].soft - score.soft) < 0.5, variant
     with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
         Grader.load(tiny_checkpoint, precision="int3")
+
+
+def test_bf16_without_hardware_support_warns(tiny_checkpoint, caplog):
+    """Emulated bf16 is several times slower than fp32: whoever asks for it on such a CPU is told at load time."""
+    with caplog.at_level("WARNING", logger="grader.inference"):
+        Grader.load(tiny_checkpoint, device="cpu", precision="bf16")
+        Grader.load(tiny_checkpoint, device="cpu", precision="fp32")
+    warnings = [r.getMessage() for r in caplog.records if "without native bfloat16" in r.getMessage()]
+    assert len(warnings) == (0 if native_bf16(torch.device("cpu")) else 1)  # an AVX2-only CPU: 1
+    assert all(torch.backends.cpu.get_cpu_capability() in w for w in warnings)
 
 
 def test_missing_checkpoint_says_what_to_do(tmp_path):

@@ -37,8 +37,9 @@ class AppConfig:
     concurrency: int = field(default=1, metadata={"help": "gradings run at once (each holds the model busy)"})
     device: str | None = field(default=None, metadata={"help": "cpu or cuda; default: cuda when available"})
     threads: int = field(default=0, metadata={"help": "CPU threads for the model; 0: torch's default"})
-    precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 for faster grading on CPUs and GPUs "
-                                                            "with bfloat16 (scores move by a few hundredths)"})
+    precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 for faster grading on GPUs and CPUs "
+                                                            "with native bfloat16 (AVX-512 BF16/AMX; emulated and "
+                                                            "slower elsewhere); scores move by a few hundredths"})
 
     def __post_init__(self):
         if self.retention not in RETENTION:
