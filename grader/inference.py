@@ -31,7 +31,7 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def autocast(model: GraderModel, dtype: torch.dtype | None):
-    """Mixed precision for the model's matrix products (bf16 halves CPU time on recent x86 and GPUs); a no-op
+    """Mixed precision for the model's matrix products (faster where bf16 is native: see `native_bf16`); a no-op
     for dtype None. Wraps the network only: the log-mel features are computed before it, in fp32."""
     return torch.autocast(model.backbone.device.type, dtype=dtype) if dtype else nullcontext()
 
