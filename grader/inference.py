@@ -121,10 +121,12 @@ class Grader:
         info = read_checkpoint_info(folder)
         overrides = {"pad_to_30s": True} if pad_to_30s else {}
         model = GraderModel.load(folder, device or ("cuda" if torch.cuda.is_available() else "cpu"), **overrides)
-        if precision == "bf16" and not native_bf16(model.backbone.device):
-            log.warning("precision bf16 on %s without native bfloat16 (CPU capability %s): torch emulates it, so "
-                        "grading is several times slower than fp32; use fp32 here", model.backbone.device,
-                        torch.backends.cpu.get_cpu_capability())
+        device = model.backbone.device
+        if precision == "bf16" and not native_bf16(device):
+            hardware = (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+            log.warning("precision bf16 on %s without native bfloat16 (%s): torch emulates it, so grading is "
+                        "several times slower than fp32; use fp32 here", device, hardware)
         return cls(model, info.get("checkpoint_id", folder.name), info, precision)
 
     @property

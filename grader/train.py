@@ -210,9 +210,8 @@ def train(config: TrainConfig) -> dict:
         else:
             metrics, key = {}, float(epoch)
         history.append({"epoch": epoch + 1, "selection_pcc": key, "metrics": metrics})
-        print(f"epoch {epoch + 1} dev: " + "  ".join(
-            f"{name} pcc {m['pcc']:.3f} rmse {m['rmse']:.3f}" for name, m in metrics.items()) if dev_set
-              else f"epoch {epoch + 1} done (no dev set)")
+        scores = "  ".join(f"{name} pcc {m['pcc']:.3f} rmse {m['rmse']:.3f}" for name, m in metrics.items())
+        print(f"epoch {epoch + 1} dev: {scores}" if dev_set else f"epoch {epoch + 1} done (no dev set)")
         info = {"training": asdict(config), "dev_metrics": metrics, "epoch": epoch + 1,
                 "checkpoint_id": f"{out.name}-e{epoch + 1}",
                 "data": {"train": len(train_set), "dev": len(dev_set),
