@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from grader.options import parse_options
+from storage.outbox import outbox_path
 from ui.config import AppConfig, check_login, read_users
 
 log = logging.getLogger("grader.app")
@@ -45,7 +46,7 @@ def private_paths(config: AppConfig) -> list[str]:
     paths = [Path(config.data_dir)]
     if "://" not in config.database_url or config.database_url.startswith("sqlite:///"):
         db = Path(config.database_url.removeprefix("sqlite:///"))
-        paths += [db, db.with_name(db.name + ".outbox.jsonl")]
+        paths += [db, outbox_path(db)]
     return [str(p.resolve()) for p in paths]
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import load1, write_results  # noqa: E402
 from grader.options import parse_options  # noqa: E402
 
 # Qwen/Qwen2-Audio-7B(-Instruct) config.json; everything else is Qwen2AudioConfig's default.
@@ -64,10 +64,6 @@ class GpuBench:
         "help": "results file; '' : benchmarks/results/gpu.json, or gpu-tiny-<device>.json with --tiny"})
 
 
-def load1() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
 def build_grader_model(opts: GpuBench, device, folder: Path):
     """A GraderModel around a random Qwen2-Audio, built by the real backbone code."""
     import torch
@@ -75,7 +71,7 @@ def build_grader_model(opts: GpuBench, device, folder: Path):
 
     from grader.backbones import BackboneConfig
     from grader.model import GraderModel, LoraOptions, ModelConfig
-    from grader.weights import resolve_whisper
+    from grader.backbones.weights import resolve_whisper
 
     tokenizer = WhisperTokenizerFast.from_pretrained(resolve_whisper("tiny.en"))
     tokenizer.add_special_tokens({"additional_special_tokens": [
@@ -183,26 +179,21 @@ def training_step(model, device, opts: GpuBench, rng) -> dict:
     import torch
 
     from grader.backbones import AudioStates
-    from grader.heads import score_loss
     from grader.inference import encode_audios
+    from grader.train import train_step
 
     audios = clips(opts.train_batch, opts.clip_seconds, rng)
     model.eval()
     states = [s.to(torch.float16 if str(device).startswith("cuda") else torch.float32)
               for s in encode_audios(model, audios, batch_size=opts.train_batch)]  # the cache grader.train keeps
     targets = torch.full((opts.train_batch, 4), 7.0, device=device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     model.train()
 
     def step() -> float:
         t0 = time.perf_counter()
         audio = AudioStates.batch([s.float() for s in states]).to(device)
-        loss = score_loss(model(audio, [PROMPT] * opts.train_batch), targets, model.scale, "fa+reg")
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
+        train_step(model, audio, [PROMPT] * opts.train_batch, targets, optimizer, "fa+reg")
         sync(device)
         return time.perf_counter() - t0
 

@@ -113,7 +113,7 @@ def run_variant(opts: GradingBench) -> dict:
     import torch
 
     from grader.audio import load_audio
-    from grader.gate import check_audio
+    from grader.audio import check_audio
     from grader.inference import Grader
 
     import_s = time.perf_counter() - t0

@@ -52,20 +52,19 @@ class TrainingBench:
 def run_variant(name: str, opts: TrainingBench, responses, audios) -> dict:
     import torch
 
-    from grader.backbones import AudioStates
+    from grader.backbones import BackboneConfig
     from grader.data import length_batches
-    from grader.heads import score_loss
     from grader.inference import encode_audios
-    from grader.train import TrainConfig, model_config
+    from grader.model import GraderModel, LoraOptions, ModelConfig
+    from grader.train import batch_audio, train_step
 
     before = load1()
     torch.manual_seed(opts.seed)
-    config = TrainConfig(model=opts.model, target=opts.target, objective=opts.objective, lora_rank=opts.lora_rank,
-                         lora_scope="all" if name == "lora-all" else "text", batch_size=opts.batch_size)
+    config = ModelConfig(BackboneConfig(model=opts.model), LoraOptions(rank=opts.lora_rank,
+                         scope="all" if name == "lora-all" else "text"),
+                         aspects=opts.target.split(","), objective=opts.objective)
     t0 = time.perf_counter()
-    from grader.model import GraderModel
-
-    model = GraderModel(model_config(config))
+    model = GraderModel(config)
     build_s = time.perf_counter() - t0
     aspects = opts.target.split(",")
     targets = torch.tensor([[r.scores[a] for a in aspects] for r in responses])
@@ -81,16 +80,8 @@ def run_variant(name: str, opts: TrainingBench, responses, audios) -> dict:
         cache_s = time.perf_counter() - t0
 
     def step(batch: list[int]) -> float:
-        if states is not None:
-            audio = AudioStates.batch([states[i].float() for i in batch])
-        else:
-            audio = model.backbone.encode(model.backbone.features([audios[i] for i in batch]))
-        loss = score_loss(model(audio, [prompts[i] for i in batch]), targets[batch], model.scale, opts.objective)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        return loss.item()
+        return train_step(model, batch_audio(model, batch, audios, states), [prompts[i] for i in batch],
+                          targets[batch], optimizer, opts.objective)
 
     model.train()
     batches = length_batches([len(a) for a in audios], opts.batch_size, shuffle=True, seed=opts.seed)
@@ -104,7 +95,7 @@ def run_variant(name: str, opts: TrainingBench, responses, audios) -> dict:
     epoch_s = time.perf_counter() - t0
     cpu_s = time.process_time() - cpu
     n = len(audios)
-    result = {"variant": name, "lora_scope": config.lora_scope,
+    result = {"variant": name, "lora_scope": config.lora.scope,
               "trainable_params": sum(p.numel() for p in trainable),
               "encoder_trained": model.audio_encoder_trainable, "model_build_s": round(build_s, 2),
               "steps": len(batches), "utterances": n, "epoch_s": round(epoch_s, 2),

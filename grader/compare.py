@@ -29,17 +29,18 @@ def run_rows(folder: Path, epoch: int = 0) -> tuple[list[list[str]], list[dict[s
     record = history[-1] if epoch == 0 else next((h for h in history if h["epoch"] == epoch), None)
     if record is None:
         raise SystemExit(f"{folder} has no epoch {epoch} (it recorded {len(history)})")
-    training = json.loads((folder / "grader.json").read_text())["training"]
+    info = json.loads((folder / "grader.json").read_text())
+    training, model = info["training"], info["model"]
     unfinished = epoch == 0 and record["epoch"] < training["epochs"]
     shown_epoch = f"{record['epoch']} of {training['epochs']} (unfinished)" if unfinished else str(record["epoch"])
-    objective = training["objective"] + (", rater means" if training.get("rater_scores") else "")
+    objective = model["objective"] + (", rater means" if training.get("rater_scores") else "")
     metrics = record["metrics"]
     aspects = list(dict.fromkeys(key.split("/")[0] for key in metrics))
     decodings = list(dict.fromkeys(key.split("/")[1] for key in metrics))
     rows, pccs = [], []
     for decoding in decodings:
         head = metrics[f"{aspects[0]}/{decoding}"]
-        rows.append([folder.name, training["model"], objective, shown_epoch, decoding,
+        rows.append([folder.name, model["backbone"]["model"], objective, shown_epoch, decoding,
                      *(f"{head[k]:.3f}" for k in ("pcc", "src", "rmse")),
                      *(f"{head[k]:.1f}" for k in ("within_0_5", "within_1_0"))])
         pccs.append({a: f"{metrics[f'{a}/{decoding}']['pcc']:.3f}" for a in aspects})

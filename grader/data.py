@@ -22,46 +22,66 @@ class Response:
     duration: float | None = None  # seconds, where the manifest says
 
 
-def read_manifest(path: str | Path, targets: list[str] | None = None, check_audio: bool = True) -> list[Response]:
-    """Read a TSV/CSV manifest: an `audio` column (absolute, or relative to the manifest's folder) and
-    score columns; optional `utt_id`, `speaker`, `text`, `part`, `duration_s`.
+# Each manifest field and the column names that may hold it, first the preferred one. The training CLI and the
+# app's Batch tab read the same format through read_manifest.
+COLUMNS = {"audio": ("audio", "file"), "utt_id": ("utt_id",), "speaker": ("speaker", "candidate", "candidate_id"),
+           "text": ("text", "prompt"), "part": ("part", "task_part"), "duration_s": ("duration_s",)}
+
+
+def read_manifest(path: str | Path, targets: list[str] | None = None, check_audio: bool = True,
+                  resolve: bool = True) -> list[Response]:
+    """Read a TSV/CSV manifest: an `audio` (or `file`) column, absolute or relative to the manifest's folder, and
+    score columns; optional `utt_id`, `speaker` (or `candidate`, `candidate_id`), `text` (or `prompt`), `part`
+    (or `task_part`), `duration_s`.
 
     `targets` are the score columns that must be present and numeric; None reads no scores (prediction).
+    `resolve` False leaves each audio path as written (the app matches it against uploaded files by name).
     """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest not found: {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        first_line = f.readline()
-        f.seek(0)
-        delimiter = "\t" if "\t" in first_line or "," not in first_line else ","
-        rows = list(csv.DictReader(f, delimiter=delimiter))
-    if not rows:
-        raise ManifestError(f"{path} has no rows")
-    columns = set(rows[0])
-    missing = [c for c in ["audio", *(targets or [])] if c not in columns]
-    if missing:
-        raise ManifestError(f"{path} lacks column(s) {', '.join(missing)}; it has {', '.join(sorted(columns))}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path.name} is not UTF-8 text: save the manifest as UTF-8 CSV or TSV") from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise ManifestError(f"{path.name} is empty: it needs a header row with an audio column, then one row per file")
+    delimiter = "\t" if "\t" in lines[0] else "," if "," in lines[0] else ";" if ";" in lines[0] else "\t"
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    columns = {name.strip(): name for name in reader.fieldnames or []}
+    found = {key: next((columns[n] for n in names if n in columns), None) for key, names in COLUMNS.items()}
+    missing = [c for c in targets or [] if c not in columns]
+    if found["audio"] is None or missing:
+        needed = ", ".join((["audio"] if found["audio"] is None else []) + missing)
+        raise ManifestError(f"{path.name} lacks column(s) {needed}; it has {', '.join(sorted(columns)) or 'none'}")
     responses = []
-    for line, row in enumerate(rows, start=2):
-        audio = Path(row["audio"])
-        audio = audio if audio.is_absolute() else path.parent / audio
-        if check_audio and not audio.is_file():
+    for line, row in enumerate(reader, start=2):
+        field_of = {key: (row.get(column) or "").strip() if column else "" for key, column in found.items()}
+        if not field_of["audio"]:
+            raise ManifestError(f"{path.name}:{line}: no audio file named")
+        audio = Path(field_of["audio"])
+        if resolve and not audio.is_absolute():
+            audio = path.parent / audio
+        if resolve and check_audio and not audio.is_file():
             raise ManifestError(f"{path}:{line}: audio file not found: {audio}")
         scores = {}
         for target in targets or []:
             try:
-                scores[target] = float(row[target])
+                scores[target] = float(row[columns[target]])
             except (TypeError, ValueError):
-                raise ManifestError(f"{path}:{line}: {target} score {row[target]!r} is not a number") from None
+                raise ManifestError(f"{path}:{line}: {target} score {row[columns[target]]!r} is not a number") from None
             if not math.isfinite(scores[target]):
-                raise ManifestError(f"{path}:{line}: {target} score {row[target]!r} is not a finite number")
-        duration = row.get("duration_s")
+                raise ManifestError(f"{path}:{line}: {target} score {row[columns[target]]!r} is not a finite number")
+        try:
+            duration = float(field_of["duration_s"]) if field_of["duration_s"] else None
+        except ValueError:
+            raise ManifestError(f"{path}:{line}: duration {field_of['duration_s']!r} is not a number") from None
         responses.append(Response(
-            utt_id=row.get("utt_id") or audio.stem, audio=audio, scores=scores,
-            speaker=row.get("speaker") or None, text=row.get("text") or None, part=row.get("part") or None,
-            duration=float(duration) if duration else None,
-        ))
+            utt_id=field_of["utt_id"] or audio.stem, audio=audio, scores=scores, speaker=field_of["speaker"] or None,
+            text=field_of["text"] or None, part=field_of["part"] or None, duration=duration))
+    if not responses:
+        raise ManifestError(f"{path} has no rows")
     return responses
 
 

@@ -12,7 +12,7 @@ import torch
 
 from .backbones import AudioStates
 from .data import length_batches
-from .heads import Decoded, decode
+from .model import Decoded, decode
 from .model import GraderModel, read_checkpoint_info
 from .scale import ScoreScale
 
@@ -85,9 +85,14 @@ class Prediction:
     def headline(self) -> str:
         return next(iter(self.scores))
 
+    @property
+    def cefr(self) -> str | None:
+        """The CEFR band of the headline soft score, on scales that have bands."""
+        return self.scale.cefr_band(self.scores[self.headline].soft)
+
     def to_dict(self) -> dict:
         return {"checkpoint": self.checkpoint, "scale": self.scale.name, "latency_s": round(self.latency_s, 4),
-                "cefr": self.scale.cefr_band(self.scores[self.headline].soft) if self.scale.cefr else None,
+                "cefr": self.cefr,
                 "scores": {k: {"regression": round(v.regression, 3), "soft": round(v.soft, 3), "hard": v.hard,
                                "probs": [round(p, 4) for p in v.probs]} for k, v in self.scores.items()}}
 
@@ -102,7 +107,7 @@ class Grader:
         self.checkpoint_id = checkpoint_id
         self.info = info
         self.precision = PRECISIONS[precision]
-        # Held while grading and while the transcriber has the LoRA adapters switched off (grader.transcribe):
+        # Held while grading and while the transcriber has the LoRA adapters switched off (grader.evidence.transcribe):
         # the adapters are state of the one shared model, and Gradio runs events in threads.
         self.lock = threading.Lock()
 
@@ -139,7 +144,7 @@ class Grader:
 
     @property
     def uses_text(self) -> bool:
-        return self.info.get("training", {}).get("use_text", True)
+        return self.model.config.use_text
 
     def grade(self, audio: np.ndarray, prompt: str | None = None) -> Prediction:
         return self.grade_batch([audio], [prompt])[0]

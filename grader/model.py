@@ -16,29 +16,125 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .backbones import AudioStates, BackboneConfig, build_backbone
-from .heads import HeadOutput, ScoreHeads, parse_objective
-from .scale import ScoreScale, get_scale
+from .options import comma_list
+from .scale import SCALES, ScoreScale, get_scale
 
 CHECKPOINT_FORMAT = 1
 
 
+# ---- heads and objectives --------------------------------------------------------------------------------
+# Scoring heads and objectives: a regression head and a classification head per aspect.
+#
+# Objectives (Ma et al. 2025): "reg" (MSE on the score), "ce" (cross-entropy on the nearest class),
+# "fa" (cross-entropy against the fair-average soft target), and sums of them such as "fa+reg".
+
+OBJECTIVES = ("reg", "ce", "fa")
+
+
+def parse_objective(objective: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in objective.split("+"))
+    unknown = [p for p in parts if p not in OBJECTIVES]
+    if unknown or not parts:
+        raise ValueError(f"unknown objective {objective!r}: combine {', '.join(OBJECTIVES)} with '+', e.g. 'fa+reg'")
+    return parts
+
+
+@dataclass
+class HeadOutput:
+    regression: torch.Tensor  # (batch, aspects), in score units
+    logits: torch.Tensor  # (batch, aspects, classes)
+
+
+class ScoreHeads(nn.Module):
+    def __init__(self, hidden_size: int, num_aspects: int, scale: ScoreScale, dropout: float = 0.1):
+        super().__init__()
+        self.scale = scale
+        self.num_aspects = num_aspects
+        self.norm = nn.LayerNorm(hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.regression = nn.Linear(hidden_size, num_aspects)
+        self.classification = nn.Linear(hidden_size, num_aspects * scale.num_classes)
+
+    def forward(self, representation: torch.Tensor) -> HeadOutput:
+        x = self.dropout(self.norm(representation.float()))
+        logits = self.classification(x).view(len(x), self.num_aspects, self.scale.num_classes)
+        return HeadOutput(self.regression(x), logits)
+
+
+def score_loss(output: HeadOutput, targets: torch.Tensor, scale: ScoreScale, objective: str) -> torch.Tensor:
+    """Sum of the objective's losses, averaged over responses and aspects.
+
+    The regression error is measured in class steps so that it weighs about as much as a cross-entropy.
+    """
+    loss = output.regression.new_zeros(())
+    log_probs = output.logits.log_softmax(-1)
+    for part in parse_objective(objective):
+        if part == "reg":
+            loss = loss + (((output.regression - targets) / scale.step) ** 2).mean()
+        elif part == "ce":
+            nearest = scale.nearest_class(targets.cpu()).to(targets.device)
+            loss = loss - log_probs.gather(-1, nearest.unsqueeze(-1)).mean()
+        else:
+            soft_target = scale.fair_average_target(targets.cpu()).to(targets.device)
+            loss = loss - (soft_target * log_probs).sum(-1).mean()
+    return loss
+
+
+@dataclass
+class Decoded:
+    regression: torch.Tensor  # (batch, aspects), clamped to the scale
+    probs: torch.Tensor  # (batch, aspects, classes)
+    hard: torch.Tensor  # value of the most probable class
+    soft: torch.Tensor  # expected value under the distribution
+
+
+def decode(output: HeadOutput, scale: ScoreScale) -> Decoded:
+    probs = output.logits.float().softmax(-1)
+    values = scale.values.to(probs.device)
+    return Decoded(scale.clamp(output.regression.float()), probs, values[probs.argmax(-1)], (probs * values).sum(-1))
+
+
+# ---- the model --------------------------------------------------------------------------------------------
+
+
+LORA_SCOPES = ("text", "all")
+
+
 @dataclass
 class LoraOptions:
-    rank: int = 8  # 0 trains the heads only
+    rank: int = field(default=8, metadata={"help": "LoRA rank; 0 trains the heads only"})
     alpha: int = 16
     dropout: float = 0.05
-    scope: str = "text"  # "text": after the audio encoder (encoder outputs can be cached); "all": also the encoder
-    target_modules: str | None = None  # a module-name regex overriding `scope`
+    scope: str = field(default="text", metadata={
+        "help": "text: after the audio encoder (its outputs can be cached); all: the audio encoder too"})
+    target_modules: str | None = field(default=None, metadata={"help": "a module-name regex overriding the scope"})
+
+    def __post_init__(self):
+        if self.rank < 0:
+            raise ValueError(f"the LoRA rank must be 0 (heads only) or more, not {self.rank}")
+        if self.scope not in LORA_SCOPES:
+            raise ValueError(f"the LoRA scope must be one of {', '.join(LORA_SCOPES)}, not {self.scope!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"the LoRA dropout must lie in [0, 1), not {self.dropout}")
 
 
 @dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    lora: LoraOptions = field(default_factory=LoraOptions)
-    scale: str = "speechocean762"
-    aspects: list[str] = field(default_factory=lambda: ["total"])  # the first is the headline score
-    objective: str = "fa+reg"
+    lora: LoraOptions = field(default_factory=LoraOptions, metadata={"prefix": "lora-"})
+    scale: str = field(default="speechocean762", metadata={"help": " | ".join(SCALES)})
+    aspects: list[str] = field(default_factory=lambda: ["total"], metadata={
+        "flag": "target", "parse": comma_list,
+        "help": "score column(s) to predict, comma-separated; the first is the headline"})
+    objective: str = field(default="fa+reg", metadata={"help": "reg, ce, fa, or a sum such as fa+reg"})
     head_dropout: float = 0.1
+    use_text: bool = field(default=True, metadata={"help": "give the reference/prompt text to the backbone"})
+
+    def __post_init__(self):
+        get_scale(self.scale)
+        parse_objective(self.objective)
+        if not self.aspects or len(set(self.aspects)) < len(self.aspects):
+            raise ValueError(f"aspects must be distinct score names, not {self.aspects}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -49,7 +145,6 @@ class ModelConfig:
 class GraderModel(nn.Module):
     def __init__(self, config: ModelConfig, scale: ScoreScale | None = None):
         super().__init__()
-        parse_objective(config.objective)
         self.config = config
         self.scale = scale or get_scale(config.scale)
         self.backbone = build_backbone(config.backbone)
@@ -82,7 +177,7 @@ class GraderModel(nn.Module):
     def load(cls, folder: str | Path, device: str | torch.device = "cpu", **backbone_overrides) -> "GraderModel":
         """Rebuild the model from a checkpoint folder; `backbone_overrides` (e.g. model="path") swap the base."""
         info = read_checkpoint_info(folder)
-        config = ModelConfig.from_dict(info["model"])
+        config = ModelConfig.from_dict({"use_text": info.get("training", {}).get("use_text", True)} | info["model"])
         for key, value in backbone_overrides.items():
             setattr(config.backbone, key, value)
         model = cls(config, ScoreScale.from_dict(info["scale_spec"]))

@@ -1,7 +1,7 @@
 """Train a grader: LoRA on the backbone plus regression and classification heads.
 
     python -m grader.train --manifest ../shared/data/speechocean762-train/labels.tsv \
-        --target total --backbone whisper --model base --objective fa+reg --dev-speakers 25 --out runs/base
+        --target total --backbone whisper --model tiny.en --objective fa+reg --dev-speakers 25 --out runs/base
 
 When LoRA leaves the audio encoder frozen (the default scope "text"), its outputs are computed once and
 cached, so each epoch costs only the decoder/LLM and the heads.
@@ -20,13 +20,12 @@ import torch
 from tqdm import tqdm
 
 from .audio import SAMPLE_RATE, load_audio
-from .backbones import AudioStates, BackboneConfig
+from .backbones import AudioStates
 from .data import (ManifestError, Response, length_batches, read_manifest, read_rater_means, read_speak_and_improve,
                    split_by_speaker)
-from .heads import Decoded, parse_objective, score_loss
 from .inference import encode_audios, score_states
 from .metrics import score_metrics
-from .model import GraderModel, LoraOptions, ModelConfig
+from .model import Decoded, GraderModel, ModelConfig, parse_objective, score_loss
 from .options import parse_options
 
 
@@ -42,18 +41,7 @@ class TrainConfig:
                 "dev is still measured against the labels"})
     dev_speakers: int = field(default=25, metadata={
         "help": "speakers held out for dev when no --dev-manifest; 0 trains on all and keeps the last epoch"})
-    target: str = field(default="total", metadata={"help": "score column(s), comma-separated; the first is the headline"})
-    scale: str = "speechocean762"
-    backbone: str = "whisper"
-    model: str = "base"
-    pooling: str = "last"
-    pad_to_30s: bool = False
-    objective: str = field(default="fa+reg", metadata={"help": "reg, ce, fa, or a sum such as fa+reg"})
-    lora_rank: int = field(default=8, metadata={"help": "0 trains the heads only"})
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_scope: str = "text"
-    use_text: bool = field(default=True, metadata={"help": "give the reference/prompt text to the backbone"})
+    model: ModelConfig = field(default_factory=ModelConfig)
     text_dropout: float = field(default=0.3, metadata={"help": "train without the text this often"})
     epochs: int = 6
     batch_size: int = 16
@@ -68,9 +56,17 @@ class TrainConfig:
     out: str = "runs/grader"
     resume: bool = False
 
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch size must be at least 1 (got {self.epochs} and {self.batch_size})")
+        if not 0 <= self.text_dropout <= 1 or not 0 <= self.warmup < 1:
+            raise ValueError("text dropout must lie in [0, 1] and warmup (a share of the steps) in [0, 1)")
+        if self.dev_speakers < 0 or self.limit < 0:
+            raise ValueError("dev speakers and limit cannot be negative")
+
 
 def load_responses(config: TrainConfig) -> tuple[list[Response], list[Response]]:
-    targets = config.target.split(",")
+    targets = config.model.aspects
     if config.sandi:
         train = read_speak_and_improve(config.manifest, "train", target=targets[0])
         dev = read_speak_and_improve(config.dev_manifest or config.manifest, "dev", target=targets[0])
@@ -89,13 +85,6 @@ def load_responses(config: TrainConfig) -> tuple[list[Response], list[Response]]
             raise ManifestError(f"{config.rater_scores} has no scores for {len(unrated)} responses, e.g. {unrated[0]}")
         train = [replace(r, scores=means[r.utt_id]) for r in train]
     return train, dev
-
-
-def model_config(config: TrainConfig) -> ModelConfig:
-    return ModelConfig(
-        backbone=BackboneConfig(config.backbone, config.model, config.pad_to_30s, config.pooling),
-        lora=LoraOptions(config.lora_rank, config.lora_alpha, config.lora_dropout, config.lora_scope),
-        scale=config.scale, aspects=config.target.split(","), objective=config.objective)
 
 
 def dev_metrics(decoded: Decoded, responses: list[Response], aspects: list[str], objective: str) -> dict:
@@ -135,6 +124,27 @@ def cached_encodings(model: GraderModel, responses: list[Response], audios: list
     return [store[name] for name in names]
 
 
+def batch_audio(model: GraderModel, batch: list[int], audios: list[np.ndarray],
+                states: list[torch.Tensor] | None = None) -> AudioStates:
+    """A batch's encoder outputs: from the cache of frozen-encoder `states`, else by running the encoder."""
+    if states is not None:
+        return AudioStates.batch([states[i].float() for i in batch]).to(model.backbone.device)
+    return model.backbone.encode(model.backbone.features([audios[i] for i in batch]))
+
+
+def train_step(model: GraderModel, audio: AudioStates, prompts: list[str | None], targets: torch.Tensor,
+               optimizer: torch.optim.Optimizer, objective: str, schedule=None) -> float:
+    """One optimisation step on one batch (gradients clipped to norm 1); the loss before the step."""
+    loss = score_loss(model(audio, prompts), targets.to(model.backbone.device), model.scale, objective)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], 1.0)
+    optimizer.step()
+    if schedule is not None:
+        schedule.step()
+    return loss.item()
+
+
 def train(config: TrainConfig) -> dict:
     torch.manual_seed(config.seed)
     random.seed(config.seed)
@@ -142,10 +152,11 @@ def train(config: TrainConfig) -> dict:
         torch.set_num_threads(config.threads)
     out = Path(config.out)
     train_set, dev_set = load_responses(config)
-    aspects = config.target.split(",")
+    aspects = config.model.aspects
+    objective = config.model.objective
     print(f"{len(train_set)} training and {len(dev_set)} dev responses; aspects {aspects}")
 
-    model = GraderModel(model_config(config))
+    model = GraderModel(config.model)
     targets = torch.tensor([[r.scores[a] for a in aspects] for r in train_set])
     with torch.no_grad():  # start from the training prior: the mean score and the class frequencies
         model.heads.regression.bias.copy_(targets.mean(0))
@@ -181,32 +192,24 @@ def train(config: TrainConfig) -> dict:
         print(f"resumed after epoch {first_epoch}")
 
     rng = random.Random(config.seed)
-    prompts = [r.text if config.use_text else None for r in train_set]
-    dev_prompts = [r.text if config.use_text else None for r in dev_set]
+    prompts = [r.text if config.model.use_text else None for r in train_set]
+    dev_prompts = [r.text if config.model.use_text else None for r in dev_set]
     for epoch in range(first_epoch, config.epochs):
         model.train()
         batches = length_batches([len(a) for a in train_audio], config.batch_size, shuffle=True,
                                  seed=config.seed * 1000 + epoch)
         progress = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}")
         for batch in progress:
-            if cache:
-                audio = AudioStates.batch([train_states[i].float() for i in batch])
-            else:
-                audio = model.backbone.encode(model.backbone.features([train_audio[i] for i in batch]))
+            audio = batch_audio(model, batch, train_audio, train_states if cache else None)
             batch_prompts = [None if rng.random() < config.text_dropout else prompts[i] for i in batch]
-            loss = score_loss(model(audio, batch_prompts), targets[batch], model.scale, config.objective)
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-            optimizer.step()
-            schedule.step()
-            progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{schedule.get_last_lr()[0]:.1e}")
+            loss = train_step(model, audio, batch_prompts, targets[batch], optimizer, objective, schedule)
+            progress.set_postfix(loss=f"{loss:.3f}", lr=f"{schedule.get_last_lr()[0]:.1e}")
 
         model.eval()
         if dev_set:
             states = dev_states if cache else encode_audios(model, dev_audio)
-            metrics = dev_metrics(score_states(model, states, dev_prompts), dev_set, aspects, config.objective)
-            key = selection_key(metrics, aspects, config.objective)
+            metrics = dev_metrics(score_states(model, states, dev_prompts), dev_set, aspects, objective)
+            key = selection_key(metrics, aspects, objective)
         else:
             metrics, key = {}, float(epoch)
         history.append({"epoch": epoch + 1, "selection_pcc": key, "metrics": metrics})

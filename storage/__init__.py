@@ -7,9 +7,10 @@
     if receipt.queued: show(str(receipt.error))  # "the database is locked ...; your override was kept ..."
 """
 
-from .database import (Database, DatabaseFull, DatabaseLocked, DatabaseReadOnly, DatabaseUnavailable, Receipt,
-                       StorageError)
+from .database import Database, Receipt
+from .errors import DatabaseFull, DatabaseLocked, DatabaseReadOnly, DatabaseUnavailable, StorageError
 from .models import AGREEMENTS, Base, Grade, Override, Response
+from .outbox import outbox_path
 
 __all__ = ["AGREEMENTS", "Base", "Database", "DatabaseFull", "DatabaseLocked", "DatabaseReadOnly",
-           "DatabaseUnavailable", "Grade", "Override", "Receipt", "Response", "StorageError"]
+           "DatabaseUnavailable", "Grade", "Override", "Receipt", "Response", "StorageError", "outbox_path"]

@@ -15,6 +15,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from .models import Grade, Override
+from .outbox import outbox_path
 
 
 @dataclass
@@ -36,9 +37,9 @@ def backup(database: str | Path, destination: str | Path) -> BackupReport:
     with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as reader, sqlite3.connect(target) as writer:
         reader.backup(writer)
     pending = 0
-    outbox = source.with_name(source.name + ".outbox.jsonl")
+    outbox = outbox_path(source)
     if outbox.is_file():
-        shutil.copy2(outbox, target.with_name(target.name + ".outbox.jsonl"))
+        shutil.copy2(outbox, outbox_path(target))
         pending = sum(1 for line in outbox.read_text().splitlines() if line.strip())
     engine = sa.create_engine(f"sqlite:///file:{target.resolve()}?mode=ro&uri=true")
     try:

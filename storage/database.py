@@ -9,74 +9,30 @@ An override that cannot be written (database locked, read-only, disk full, unrea
 file beside the database and is replayed later, so an override the examiner was told is saved is never lost.
 """
 
-import csv
-import json
 import logging
 import math
 import os
-import sqlite3
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session, aliased
 
+from .engine import Synchronous, make_engine, migrate, sqlite_path
+from .errors import StorageError, storage_error
+from .export import history_row, write_history_csv
 from .models import AGREEMENTS, Grade, Override, Response, utcnow
-from .outbox import Outbox
+from .outbox import Outbox, outbox_path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PATH = REPO / "data" / "grades.db"
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 log = logging.getLogger(__name__)
 QUEUED = "your override was kept and will be retried"
-
-
-class StorageError(Exception):
-    """A database failure a person can act on. The message is one line for the UI: what went wrong, and what
-    became of the data."""
-
-    reason = "the database cannot be opened or reached"
-
-    def __init__(self, fate: str = "", detail: str = ""):
-        self.fate = fate
-        super().__init__("; ".join(filter(None, [self.reason + (f" ({detail})" if detail else ""), fate])))
-
-
-class DatabaseLocked(StorageError):
-    reason = "the database is locked by another process"
-
-
-class DatabaseReadOnly(StorageError):
-    reason = "the database is read-only (check the permissions of the file and its folder)"
-
-
-class DatabaseFull(StorageError):
-    reason = "the disk holding the database is full"
-
-
-class DatabaseUnavailable(StorageError):
-    """Cannot open or reach the database: a missing folder, an I/O error, a server that does not answer."""
-
-
-SQLITE_ERRORS: dict[int, type[StorageError]] = {
-    sqlite3.SQLITE_BUSY: DatabaseLocked, sqlite3.SQLITE_LOCKED: DatabaseLocked,
-    sqlite3.SQLITE_READONLY: DatabaseReadOnly, sqlite3.SQLITE_FULL: DatabaseFull}
-
-
-def storage_error(error: sa.exc.DBAPIError, fate: str = "") -> StorageError:
-    """The StorageError for a driver error, by SQLite's primary result code (anything else: unavailable)."""
-    cls = SQLITE_ERRORS.get(getattr(error.orig, "sqlite_errorcode", -1) & 0xFF, DatabaseUnavailable)
-    return cls(fate, detail=str(error.orig) if cls is DatabaseUnavailable else "")
 
 
 @dataclass(frozen=True)
@@ -90,44 +46,6 @@ class Receipt:
     @property
     def queued(self) -> bool:
         return self.id is None
-
-
-Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
-
-
-def make_engine(url: str, busy_timeout_s: float = 10.0, synchronous: Synchronous = "FULL") -> sa.Engine:
-    """An engine whose SQLite connections all get WAL, foreign keys, a busy timeout and the sync level, and whose
-    transactions SQLAlchemy begins itself: the driver's own BEGIN skips DDL (migrations would not be atomic) and
-    cannot take the write lock up front."""
-    engine = sa.create_engine(url)
-    if engine.dialect.name != "sqlite":
-        return engine
-
-    @sa.event.listens_for(engine, "connect")
-    def connect(dbapi_connection: sqlite3.Connection, _: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
-        deadline = time.monotonic() + busy_timeout_s
-        while True:  # turning a new file to WAL fails at once, not after the busy timeout, if another process has it
-            try:
-                cursor.execute("PRAGMA journal_mode = WAL")
-                break
-            except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.01)
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute(f"PRAGMA synchronous = {synchronous}")
-        cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def begin(connection: sa.Connection) -> None:
-        # A writer takes the lock at BEGIN, where the busy timeout applies, rather than failing at once on
-        # upgrading a read snapshot that another writer has made stale.
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get("write") else "BEGIN")
-
-    return engine
 
 
 class Database:
@@ -150,10 +68,10 @@ class Database:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{Path(url).resolve()}"
         path = sqlite_path(url)
-        outbox = outbox or (path and path.with_name(path.name + ".outbox.jsonl"))
+        outbox = outbox or (path and outbox_path(path))
         db = cls(make_engine(url, busy_timeout_s, synchronous), Outbox(outbox) if outbox else None)
         try:
-            db._migrate()
+            migrate(db.engine)
         except sa.exc.OperationalError as error:
             db.close()
             raise storage_error(error) from error
@@ -168,19 +86,6 @@ class Database:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-    def _migrate(self) -> None:
-        """`alembic upgrade head`, skipped without taking the write lock when the schema is current (a read-only
-        database at head opens fine)."""
-        config = Config()
-        config.set_main_option("script_location", str(MIGRATIONS))
-        head = ScriptDirectory.from_config(config).get_current_head()
-        with self.engine.connect() as connection:
-            if MigrationContext.configure(connection).get_current_revision() == head:
-                return
-        with self._writer.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
 
     @contextmanager
     def _session(self, write: bool = False, fate: str = "") -> Iterator[Session]:
@@ -317,12 +222,7 @@ class Database:
 
     def export_history_csv(self, path: str | Path, **filters: Any) -> int:
         """Write history() (all rows unless `limit` is given) as CSV; returns the number of rows."""
-        rows = self.history(**{"limit": None} | filters)
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
-            writer.writeheader()
-            writer.writerows({k: csv_value(v) for k, v in r.items()} for r in rows)
-        return len(rows)
+        return write_history_csv(self.history(**{"limit": None} | filters), path)
 
     def override_pairs(self) -> list[dict[str, Any]]:
         """(model score, examiner score) pairs for agreement analysis: each examiner's latest override of each
@@ -335,15 +235,6 @@ class Database:
                  .where(latest.c.rank == 1, Grade.scorable).order_by(latest.c.created_at, latest.c.id))
         with self._session() as session:
             return [dict(row) for row in session.execute(query).mappings()]
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL (also `sqlite:///file:...?uri=true`); None for memory or a server."""
-    parsed = sa.make_url(url)
-    name = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
-        return None
-    return Path(name.removeprefix("file:") if parsed.query.get("uri") else name).resolve()
 
 
 def override_record(grade_id: int, *, examiner: str, final_score: float, agreement: str, reason_code: str | None,
@@ -380,41 +271,3 @@ def latest_overrides(*partition: sa.orm.InstrumentedAttribute[Any],
 
 def as_dict(row: Any) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in sa.inspect(row).mapper.column_attrs}
-
-
-# The evidence's key figures as columns, and all of it as JSON in the last column.
-EVIDENCE_MEASURES = ["speech_rate_wpm", "speech_rate_sps", "articulation_rate_sps", "pauses", "mean_pause_s",
-                     "longest_pause_s", "phonation_ratio"]
-HISTORY_COLUMNS = ["graded_at", "response_id", "candidate_id", "part", "prompt_text", "duration_s", "audio_sha256",
-                   "grade_id", "checkpoint_id", "scale_name", "headline", "regression", "soft", "hard", "scorable",
-                   "gate_reason", "latency_s", "override_id", "examiner", "final_score", "agreement", "reason_code",
-                   "comment", "overridden_at", "transcript", *EVIDENCE_MEASURES, "evidence"]
-
-
-def csv_value(value: Any) -> Any:
-    """A history value as a CSV cell: times in ISO 8601, the evidence as compact JSON."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return value
-
-
-def history_row(response: Response, grade: Grade, override: Override | None) -> dict[str, Any]:
-    o = override or Override()  # no override: every field None
-    return {"graded_at": grade.created_at, "response_id": response.id, "candidate_id": response.candidate_id,
-            "part": response.part, "prompt_text": response.prompt_text, "duration_s": response.duration_s,
-            "audio_sha256": response.audio_sha256, "grade_id": grade.id, "checkpoint_id": grade.checkpoint_id,
-            "scale_name": grade.scale_name, "headline": grade.headline, "regression": grade.regression,
-            "soft": grade.soft, "hard": grade.hard, "scorable": grade.scorable, "gate_reason": grade.gate_reason,
-            "latency_s": grade.latency_s, "override_id": o.id, "examiner": o.examiner, "final_score": o.final_score,
-            "agreement": o.agreement, "reason_code": o.reason_code, "comment": o.comment, "overridden_at": o.created_at,
-            **evidence_columns(grade.evidence)}
-
-
-def evidence_columns(evidence: dict[str, Any] | None) -> dict[str, Any]:
-    """The transcript, key measures and the whole evidence of a grade (all None where it has none yet)."""
-    evidence = evidence or {}
-    measures = evidence.get("measures", {})
-    return {"transcript": evidence.get("transcript", {}).get("text"),
-            **{k: measures.get(k) for k in EVIDENCE_MEASURES}, "evidence": evidence or None}

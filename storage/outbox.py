@@ -15,6 +15,12 @@ from pathlib import Path
 from typing import Any
 
 
+def outbox_path(database: str | Path) -> Path:
+    """Where a SQLite database's outbox lives: beside it, `<database file>.outbox.jsonl`."""
+    database = Path(database)
+    return database.with_name(database.name + ".outbox.jsonl")
+
+
 class Outbox:
     def __init__(self, path: str | Path):
         self.path = Path(path)

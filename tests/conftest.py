@@ -37,7 +37,7 @@ def tiny_whisper(tmp_path_factory) -> str:
     """A 2-layer, 32-wide random Whisper with the real tiny.en tokenizer and feature extractor."""
     from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
 
-    from grader.weights import resolve_whisper
+    from grader.backbones.weights import resolve_whisper
 
     folder = tmp_path_factory.mktemp("tiny-whisper")
     processor = WhisperProcessor.from_pretrained(resolve_whisper("tiny.en"))
@@ -54,7 +54,7 @@ def tiny_qwen(tmp_path_factory) -> str:
     """A 2-layer random Qwen2-Audio (audio tower and LLM) with a byte-level BPE tokenizer and the chat tokens."""
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, WhisperTokenizerFast
 
-    from grader.weights import resolve_whisper
+    from grader.backbones.weights import resolve_whisper
 
     folder = tmp_path_factory.mktemp("tiny-qwen2-audio")
     tokenizer = WhisperTokenizerFast.from_pretrained(resolve_whisper("tiny.en"))

@@ -11,6 +11,8 @@ import pytest
 from conftest import launch_app
 from gradio_client import Client, handle_file
 
+from storage import outbox_path
+
 USERS = {"ann": "correct horse", "bob": "battery staple"}
 DATA_EVENTS = ["grade", "evidence", "word_audio", "override", "history", "export_history", "agreement", "grade_batch"]
 
@@ -68,7 +70,7 @@ def test_data_folder_and_database_are_never_served(app, speech_clip):
     kept = list((app.folder / "data" / "audio").glob("*.flac"))  # --retention keep stored the upload here
     assert kept
     session = logged_in(app)
-    for path in [app.db, kept[0], app.db.with_name(app.db.name + ".outbox.jsonl"), app.folder / "app.log"]:
+    for path in [app.db, kept[0], outbox_path(app.db), app.folder / "app.log"]:
         assert session.get(f"gradio_api/file={path}").status_code in (403, 404), path
 
 

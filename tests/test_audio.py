@@ -9,7 +9,7 @@ import soundfile as sf
 import torch
 
 from grader.audio import SAMPLE_RATE, AudioError, AudioLimits, load_audio
-from grader.vad import speech_segments
+from grader.audio import speech_segments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,6 +90,6 @@ def test_vad_is_fast(speech_clip):
 
 def test_importing_vad_keeps_torch_threads():
     """silero_vad's import sets torch to one thread for the whole process (the grader's model included)."""
-    code = "import torch; torch.set_num_threads(3); import grader.vad; print(torch.get_num_threads())"
+    code = "import torch; torch.set_num_threads(3); import grader.audio.vad; print(torch.get_num_threads())"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.strip() == "3"

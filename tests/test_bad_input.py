@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import grader.audio
+import grader.audio.decode
 from grader.audio import SAMPLE_RATE, AudioError, AudioLimits, load_audio
-from grader.gate import GateResult, check_audio, inspect_file
+from grader.audio import GateResult, check_audio, inspect_file
 
 RNG = np.random.default_rng(0)
 
@@ -397,7 +397,7 @@ def test_stream_without_duration_stops_at_the_limit(tmp_path, speech, monkeypatc
     """A browser's WebM does not say how long it is: decoding stops at the limit, not at the end."""
     with open(tmp_path / "live.webm", "wb") as file:
         encode(Unseekable(file), np.tile(speech, 50), "webm", "libopus")  # 2 min 9 s
-    decoded, blocks = [], grader.audio._av_blocks
+    decoded, blocks = [], grader.audio.decode._av_blocks
 
     def counted(*args):
         for block in blocks(*args):

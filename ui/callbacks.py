@@ -20,20 +20,19 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from grader.audio import SAMPLE_RATE, AudioError, load_audio
+from grader.audio import SAMPLE_RATE, AudioError, GateResult, inspect_file, load_audio
+from grader.data import ManifestError, read_manifest
 from grader.evidence import build_evidence
-from grader.gate import GateResult, inspect_file
 from grader.inference import Grader, Prediction
 from grader.metrics import score_metrics
 from grader.scale import ScoreScale, get_scale
-from storage import Database, StorageError
+from storage import AGREEMENTS, Database, StorageError
 
 from .charts import agreement_figure, distribution_figure, timeline_figure
 from .config import AppConfig
-from .evidence import evidence_html
+from .cards import evidence_html
 
 AUDIO_TYPES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".aac", ".mp4")
-AGREEMENT = ("agree", "partly", "disagree")
 REASON_CODES = ("pronunciation", "fluency", "prosody", "grammar/vocabulary", "task/content", "audio quality",
                 "speaker or accent", "other")
 FLAT_ENTROPY = 0.85  # normalised entropy above which the distribution says "could be anything"
@@ -152,31 +151,6 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def result_card(graded: Graded) -> str:
-    """The result as HTML: scores on the checkpoint's scale, CEFR band, sub-scores, and any review warning."""
-    if graded.prediction is None:
-        return (f'<div class="card refused"><h3>Not scored</h3><p>{html.escape(graded.gate.reason or "")}</p>'
-                f'<p class="meta">Stored as non-scorable (response #{graded.response_id}, '
-                f'code <code>{graded.gate.code}</code>). Record again or upload another file.</p></div>')
-    p, scale = graded.prediction, graded.prediction.scale
-    head = p.scores[p.headline]
-    band = scale.cefr_band(head.soft) if scale.cefr else None
-    rows = "".join(f"<tr><td>{html.escape(aspect)}</td><td>{s.regression:.2f}</td><td>{s.soft:.2f}</td>"
-                   f"<td>{s.hard:g}</td></tr>" for aspect, s in p.scores.items())
-    review = ""
-    if graded.review:
-        items = "".join(f"<li>{html.escape(r)}</li>" for r in graded.review)
-        review = f'<div class="review"><strong>Review recommended</strong><ul>{items}</ul></div>'
-    return (f'<div class="card"><div class="headline"><span class="label">{html.escape(p.headline)}</span>'
-            f'<span class="score">{head.regression:.1f}</span>'
-            f'<span class="of">regression score · soft {head.soft:.1f} · scale {scale.min:g}–{scale.max:g} '
-            f'({html.escape(scale.name)})</span>'
-            + (f'<span class="cefr">CEFR {band}</span>' if band else "") + "</div>"
-            f"{review}<table><tr><th>aspect</th><th>regression</th><th>soft</th><th>most likely</th></tr>{rows}"
-            f'</table><p class="meta">Response #{graded.response_id} · checkpoint {html.escape(p.checkpoint)} · '
-            f"graded in {p.latency_s:.2f} s</p></div>")
-
-
 def result_json(graded: Graded) -> dict:
     """The machine-readable result (what scripts get from the `grade` API)."""
     out = {"response_id": graded.response_id, "grade_id": graded.grade_id, "scorable": graded.gate.scorable, "gate_code": graded.gate.code,
@@ -275,7 +249,7 @@ def save_override(services: Services, grade_id: int | None, final_score: float |
         raise gr.Error("Enter your final score.")
     if scale and not scale.min <= final_score <= scale.max:
         raise gr.Error(f"The final score must lie between {scale.min:g} and {scale.max:g}.")
-    if agreement not in AGREEMENT:
+    if agreement not in AGREEMENTS:
         raise gr.Error("Choose agree, partly or disagree.")
     try:
         receipt = services.db.add_override(int(grade_id), examiner=examiner, final_score=float(final_score),
@@ -376,9 +350,9 @@ BATCH_COLUMNS = ["file", "candidate", "response", "grade", "scorable", "reason"]
 
 
 def batch_inputs(services: Services, paths: list[str], manifest: str | None) -> list[tuple[Path, str, str, str]]:
-    """(audio path, candidate, task part, prompt) for every audio file uploaded, inside uploaded zips, or listed
-    in a manifest (CSV/TSV with an `audio` column; optional candidate, task_part, prompt or text; audio paths
-    relative to the manifest or to the uploaded files, matched by name)."""
+    """(audio path, candidate, task part, prompt) for every audio file uploaded or inside uploaded zips; with a
+    manifest (grader.data.read_manifest's format), one item per row, its audio matched by file name among the
+    uploaded files only: a manifest never reaches a file on the server."""
     files: list[Path] = []
     for p in map(Path, paths or []):
         if p.suffix.lower() == ".zip":
@@ -387,16 +361,14 @@ def batch_inputs(services: Services, paths: list[str], manifest: str | None) -> 
             files.append(p)
     if not manifest:
         return [(f, "", "", "") for f in files]
-    by_name = {f.name: f for f in files}
-    text = Path(manifest).read_text()
-    rows = csv.DictReader(text.splitlines(), dialect=csv.Sniffer().sniff(text.splitlines()[0], ",\t;"))
-    items = []
-    for row in rows:
-        name = row.get("audio") or row.get("file") or ""
-        audio = by_name.get(Path(name).name) or Path(manifest).parent / name
-        items.append((audio, row.get("candidate") or row.get("candidate_id") or row.get("speaker") or "",
-                      row.get("task_part") or "", row.get("prompt") or row.get("text") or ""))
-    return items
+    by_name = {_display_name(f): f for f in files}
+    try:
+        rows = read_manifest(manifest, check_audio=False, resolve=False)
+    except ManifestError as error:
+        raise gr.Error(str(error), title="Manifest not read") from error
+    unmatched = services.workdir / "not-uploaded"  # no such file: the gate refuses it as "not found"
+    return [(by_name.get(r.audio.name, unmatched / r.audio.name), r.speaker or "", r.part or "", r.text or "")
+            for r in rows]
 
 
 def _unzip(services: Services, archive: Path) -> list[Path]:
@@ -435,7 +407,7 @@ def grade_many(services: Services, items: list[tuple[Path, str, str, str]],
         if graded.prediction:
             p = graded.prediction
             row += [_round(getattr(p.scores[a], h)) for a in aspects for h in ("regression", "soft")]
-            row += [p.scale.cefr_band(p.scores[p.headline].soft) or "", "; ".join(graded.review)]
+            row += [p.cefr or "", "; ".join(graded.review)]
         else:
             row += [""] * (2 * len(aspects) + 2)
         rows.append(row)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grader.audio import AudioLimits
-from grader.gate import GateConfig
+from grader.audio import GateConfig
 from grader.inference import PRECISIONS
 
 RETENTION = ("discard", "keep")

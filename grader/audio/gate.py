@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, AudioLimits, load_audio
+from .decode import MAX_SECONDS, SAMPLE_RATE, AudioError, AudioLimits, load_audio
 from .vad import at_typical_level, speech_segments
 
 
 @dataclass(frozen=True)
 class GateConfig:
     min_seconds: float = 1.0
-    max_seconds: float = 120.0
+    max_seconds: float = MAX_SECONDS
     min_speech_seconds: float = 0.3  # real one-word answers ("CAR") hold 0.35-0.45 s by Silero's measure
     min_speech_ratio: float = 0.05  # below this a long recording is a forgotten stop button, not an answer
     max_clipped_fraction: float = 0.01

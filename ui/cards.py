@@ -1,10 +1,34 @@
-"""The evidence panel as HTML: transcript, fluency measures and the comparison with the reference text.
+"""The app's HTML: the result card and the evidence panel, pure functions of what was graded and stored.
 
-A pure function of the evidence record that grader.evidence builds and storage keeps with the grade.
-Every piece of text that came from the recording or the examiner is escaped.
+Every piece of text that came from the recording, the model's input or the examiner is escaped.
 """
 
 import html
+
+
+def result_card(graded) -> str:
+    """The result as HTML: scores on the checkpoint's scale, CEFR band, sub-scores, and any review warning."""
+    if graded.prediction is None:
+        return (f'<div class="card refused"><h3>Not scored</h3><p>{html.escape(graded.gate.reason or "")}</p>'
+                f'<p class="meta">Stored as non-scorable (response #{graded.response_id}, '
+                f'code <code>{graded.gate.code}</code>). Record again or upload another file.</p></div>')
+    p, scale = graded.prediction, graded.prediction.scale
+    head = p.scores[p.headline]
+    band = p.cefr
+    rows = "".join(f"<tr><td>{html.escape(aspect)}</td><td>{s.regression:.2f}</td><td>{s.soft:.2f}</td>"
+                   f"<td>{s.hard:g}</td></tr>" for aspect, s in p.scores.items())
+    review = ""
+    if graded.review:
+        items = "".join(f"<li>{html.escape(r)}</li>" for r in graded.review)
+        review = f'<div class="review"><strong>Review recommended</strong><ul>{items}</ul></div>'
+    return (f'<div class="card"><div class="headline"><span class="label">{html.escape(p.headline)}</span>'
+            f'<span class="score">{head.regression:.1f}</span>'
+            f'<span class="of">regression score · soft {head.soft:.1f} · scale {scale.min:g}–{scale.max:g} '
+            f'({html.escape(scale.name)})</span>'
+            + (f'<span class="cefr">CEFR {band}</span>' if band else "") + "</div>"
+            f"{review}<table><tr><th>aspect</th><th>regression</th><th>soft</th><th>most likely</th></tr>{rows}"
+            f'</table><p class="meta">Response #{graded.response_id} · checkpoint {html.escape(p.checkpoint)} · '
+            f"graded in {p.latency_s:.2f} s</p></div>")
 
 
 def evidence_html(evidence: dict | None) -> str:

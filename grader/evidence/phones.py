@@ -17,7 +17,7 @@ import jiwer
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-from .audio import SAMPLE_RATE
+from ..audio import SAMPLE_RATE
 from .lexicon import pronunciations
 
 UNAVAILABLE = "phone-level detail unavailable: the hama package is not installed (pip install hama)"

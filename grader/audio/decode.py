@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 SAMPLE_RATE = 16_000
+MAX_SECONDS = 120.0  # the longest response graded: the decoder, the gate and the app all use this
 MIN_RATE, MAX_RATE = 4_000, 384_000  # outside this a "sample rate" is a corrupt header, not audio
 UNREADABLE = "{name} could not be read as audio: it is not a sound file, it is damaged, or its format is not supported."
 
@@ -32,7 +33,7 @@ class AudioError(ValueError):
 @dataclass(frozen=True)
 class AudioLimits:
     max_bytes: int = 50 * 1024 * 1024
-    max_seconds: float = 300.0
+    max_seconds: float = MAX_SECONDS
 
 
 def load_audio(path: str | Path, limits: AudioLimits = AudioLimits()) -> np.ndarray:

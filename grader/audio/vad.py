@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE
+from .decode import SAMPLE_RATE
 
 _threads = torch.get_num_threads()
 from silero_vad import load_silero_vad  # noqa: E402

@@ -1,6 +1,6 @@
 """Temporal fluency measures from voice activity and the transcript, after de Jong & Wempe (2009).
 
-Time is measured by Silero VAD (grader.vad), words by the transcript. Every rate is over the speaking span: from
+Time is measured by Silero VAD (grader.audio.vad), words by the transcript. Every rate is over the speaking span: from
 the first to the last speech the VAD hears, so silence before the candidate starts and after they stop does not
 count. Within the span, a silent pause is a gap between stretches of speech of at least `min_pause_s` (250 ms, the
 usual threshold: shorter gaps are stop closures and breaths within fluent speech), and phonation time is the span
@@ -10,13 +10,13 @@ less its silent pauses. So span = phonation time + pauses, and:
     articulation rate  syllables per second over phonation time (how fast the speech itself is)
     phonation ratio    phonation time / span
 
-Syllables are counted in the CMU Pronouncing Dictionary (grader.lexicon).
+Syllables are counted in the CMU Pronouncing Dictionary (grader.evidence.lexicon).
 """
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from .lexicon import count_syllables
-from .vad import SpeechSegment
+from ..audio.vad import SpeechSegment
 
 MIN_PAUSE_S = 0.25
 

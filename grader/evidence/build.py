@@ -15,12 +15,12 @@ import numpy as np
 
 from . import phones
 from .alignment import align, counts, spoken_words
-from .audio import SAMPLE_RATE
-from .backbones import WhisperBackbone
+from ..audio import SAMPLE_RATE
+from ..backbones import WhisperBackbone
 from .fluency import MIN_PAUSE_S, measure
-from .inference import Grader
+from ..inference import Grader
 from .transcribe import TranscribeOptions, Transcript, transcribe
-from .vad import at_typical_level, speech_segments
+from ..audio.vad import at_typical_level, speech_segments
 
 VERSION = 1
 

@@ -20,10 +20,10 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
-from .audio import SAMPLE_RATE
-from .backbones import WhisperBackbone
-from .inference import Grader
-from .vad import SpeechSegment, at_typical_level, speech_segments
+from ..audio import SAMPLE_RATE
+from ..backbones import WhisperBackbone
+from ..inference import Grader
+from ..audio.vad import SpeechSegment, at_typical_level, speech_segments
 
 MIN_WORD_S = 0.02  # shorter than this, a word's timing is taken as missing
 UNAVAILABLE = "transcript unavailable for this backbone (it has no Whisper decoder)"

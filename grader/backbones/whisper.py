@@ -1,0 +1,96 @@
+"""Whisper as a grading backbone: the encoder hears the audio, the decoder reads the prompt."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..audio import SAMPLE_RATE
+from .base import AudioStates, Backbone, BackboneConfig, additive_mask, length_mask
+from .weights import resolve_whisper
+
+
+class WhisperBackbone(Backbone):
+    """Whisper: the encoder hears the audio; the decoder reads a short prompt (the task prefix and,
+    when given, the reference text) while attending to the audio, and its last state is pooled.
+
+    Unlike stock Whisper, the encoder runs on the real length of the audio (masked in batches)
+    instead of a 30-s window: a 4-s clip costs ~1/7 of the compute.
+    """
+
+    lora_patterns = {
+        "text": r".*decoder\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|v_proj)",
+        "all": r".*(encoder|decoder)\.layers\.\d+\.(self_attn|encoder_attn)\.(q_proj|v_proj)",
+    }
+
+    def __init__(self, config: BackboneConfig):
+        super().__init__()
+        from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        self.config = config
+        source = resolve_whisper(config.model)
+        self.processor = WhisperProcessor.from_pretrained(source)
+        self.model = WhisperForConditionalGeneration.from_pretrained(source, dtype=self.dtype, attn_implementation="sdpa")
+        self.model.requires_grad_(False)
+        self.audio_encoder = self.model.model.encoder
+        d_model = self.model.config.d_model
+        self.hidden_size = self.pooled_size(d_model, d_model)
+        tokenizer = self.processor.tokenizer
+        if getattr(self.model.generation_config, "is_multilingual", tokenizer.vocab_size > 51864):
+            tokenizer.set_prefix_tokens(language="en", task="transcribe", predict_timestamps=False)
+        else:
+            tokenizer.set_prefix_tokens(predict_timestamps=False)
+        self.prefix_ids = tokenizer.prefix_tokens
+        self.end_id = tokenizer.eos_token_id
+
+    def features(self, audios: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        extractor = self.processor.feature_extractor
+        if self.config.pad_to_30s:
+            out = extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", device=self.device.type)
+            frames = torch.full((len(audios),), out.input_features.shape[-1])
+        else:
+            out = extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="longest",
+                            return_attention_mask=True, device=self.device.type)
+            frames = out.attention_mask.sum(-1)
+        features = out.input_features
+        if features.shape[-1] % 2:  # the second convolution halves the frames
+            features = nn.functional.pad(features, (0, 1))
+        return {"input_features": features.to(self.dtype), "frames": frames}
+
+    def encode(self, features: dict[str, torch.Tensor]) -> AudioStates:
+        encoder = self.audio_encoder
+        x = features["input_features"].to(self.device, self.dtype)
+        x = nn.functional.gelu(encoder.conv1(x))
+        x = nn.functional.gelu(encoder.conv2(x)).permute(0, 2, 1)
+        x = x + encoder.embed_positions.weight[: x.shape[1]]
+        lengths = ((features["frames"].to(self.device) + 1) // 2).clamp(max=x.shape[1])
+        if self.config.pad_to_30s:
+            mask = None  # the stock model attends to the padding; keep that for a faithful comparison
+        else:
+            keep = length_mask(lengths, x.shape[1])
+            mask = additive_mask(keep[:, None, :].expand(-1, x.shape[1], -1), x.dtype)
+        for layer in encoder.layers:
+            x = layer(x, mask)
+        return AudioStates(encoder.layer_norm(x), lengths)
+
+    def prompt_ids(self, text: str | None) -> list[int]:
+        words = self.processor.tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text else []
+        return self.prefix_ids + words[:200] + [self.end_id]
+
+    def represent(self, audio: AudioStates, prompts: list[str | None]) -> torch.Tensor:
+        decoder = self.model.model.decoder
+        ids = [self.prompt_ids(p) for p in prompts]
+        lengths = torch.tensor([len(i) for i in ids], device=self.device)
+        width = int(lengths.max())
+        tokens = torch.tensor([i + [self.end_id] * (width - len(i)) for i in ids], device=self.device)
+        x = decoder.embed_tokens(tokens) + decoder.embed_positions.weight[:width]
+        keep = length_mask(lengths, width)
+        causal = torch.tril(torch.ones(width, width, dtype=torch.bool, device=self.device))
+        self_mask = additive_mask(causal[None] & keep[:, None, :], x.dtype)
+        states = audio.states.to(x.dtype)
+        cross_keep = length_mask(audio.lengths, states.shape[1])[:, None, :].expand(-1, width, -1)
+        cross_mask = additive_mask(cross_keep, x.dtype)
+        for layer in decoder.layers:
+            x = layer(x, self_mask, states, encoder_attention_mask=cross_mask, use_cache=False)
+        x = decoder.layer_norm(x)
+        last = x[torch.arange(len(ids), device=self.device), lengths - 1]
+        return self.pool(last, audio)

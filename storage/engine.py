@@ -1,0 +1,75 @@
+"""The SQLAlchemy engine: SQLite pragmas (WAL, foreign keys, busy timeout, sync level), file paths, migrations."""
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
+
+
+def make_engine(url: str, busy_timeout_s: float = 10.0, synchronous: Synchronous = "FULL") -> sa.Engine:
+    """An engine whose SQLite connections all get WAL, foreign keys, a busy timeout and the sync level, and whose
+    transactions SQLAlchemy begins itself: the driver's own BEGIN skips DDL (migrations would not be atomic) and
+    cannot take the write lock up front."""
+    engine = sa.create_engine(url)
+    if engine.dialect.name != "sqlite":
+        return engine
+
+    @sa.event.listens_for(engine, "connect")
+    def connect(dbapi_connection: sqlite3.Connection, _: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {round(busy_timeout_s * 1000)}")
+        deadline = time.monotonic() + busy_timeout_s
+        while True:  # turning a new file to WAL fails at once, not after the busy timeout, if another process has it
+            try:
+                cursor.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute(f"PRAGMA synchronous = {synchronous}")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def begin(connection: sa.Connection) -> None:
+        # A writer takes the lock at BEGIN, where the busy timeout applies, rather than failing at once on
+        # upgrading a read snapshot that another writer has made stale.
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get("write") else "BEGIN")
+
+    return engine
+
+
+def migrate(engine: sa.Engine) -> None:
+    """`alembic upgrade head`, skipped without taking the write lock when the schema is current (a read-only
+    database at head opens fine)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.connect() as connection:
+        if MigrationContext.configure(connection).get_current_revision() == head:
+            return
+    with engine.execution_options(write=True).begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL (also `sqlite:///file:...?uri=true`); None for memory or a server."""
+    parsed = sa.make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    return Path(name.removeprefix("file:") if parsed.query.get("uri") else name).resolve()

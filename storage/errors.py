@@ -1,0 +1,43 @@
+"""Storage failures a person can act on, by cause: locked, read-only, full, unavailable."""
+
+import sqlite3
+
+import sqlalchemy as sa
+
+
+class StorageError(Exception):
+    """A database failure a person can act on. The message is one line for the UI: what went wrong, and what
+    became of the data."""
+
+    reason = "the database cannot be opened or reached"
+
+    def __init__(self, fate: str = "", detail: str = ""):
+        self.fate = fate
+        super().__init__("; ".join(filter(None, [self.reason + (f" ({detail})" if detail else ""), fate])))
+
+
+class DatabaseLocked(StorageError):
+    reason = "the database is locked by another process"
+
+
+class DatabaseReadOnly(StorageError):
+    reason = "the database is read-only (check the permissions of the file and its folder)"
+
+
+class DatabaseFull(StorageError):
+    reason = "the disk holding the database is full"
+
+
+class DatabaseUnavailable(StorageError):
+    """Cannot open or reach the database: a missing folder, an I/O error, a server that does not answer."""
+
+
+SQLITE_ERRORS: dict[int, type[StorageError]] = {
+    sqlite3.SQLITE_BUSY: DatabaseLocked, sqlite3.SQLITE_LOCKED: DatabaseLocked,
+    sqlite3.SQLITE_READONLY: DatabaseReadOnly, sqlite3.SQLITE_FULL: DatabaseFull}
+
+
+def storage_error(error: sa.exc.DBAPIError, fate: str = "") -> StorageError:
+    """The StorageError for a driver error, by SQLite's primary result code (anything else: unavailable)."""
+    cls = SQLITE_ERRORS.get(getattr(error.orig, "sqlite_errorcode", -1) & 0xFF, DatabaseUnavailable)
+    return cls(fate, detail=str(error.orig) if cls is DatabaseUnavailable else "")

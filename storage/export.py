@@ -1,0 +1,55 @@
+"""History rows as the CSV export writes them: every stored column, the evidence's key figures, and the evidence."""
+
+import csv
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .models import Grade, Override, Response
+
+# The evidence's key figures as columns, and all of it as JSON in the last column.
+EVIDENCE_MEASURES = ["speech_rate_wpm", "speech_rate_sps", "articulation_rate_sps", "pauses", "mean_pause_s",
+                     "longest_pause_s", "phonation_ratio"]
+HISTORY_COLUMNS = ["graded_at", "response_id", "candidate_id", "part", "prompt_text", "duration_s", "audio_sha256",
+                   "grade_id", "checkpoint_id", "scale_name", "headline", "regression", "soft", "hard", "scorable",
+                   "gate_reason", "latency_s", "override_id", "examiner", "final_score", "agreement", "reason_code",
+                   "comment", "overridden_at", "transcript", *EVIDENCE_MEASURES, "evidence"]
+
+
+def csv_value(value: Any) -> Any:
+    """A history value as a CSV cell: times in ISO 8601, the evidence as compact JSON."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return value
+
+
+def history_row(response: Response, grade: Grade, override: Override | None) -> dict[str, Any]:
+    o = override or Override()  # no override: every field None
+    return {"graded_at": grade.created_at, "response_id": response.id, "candidate_id": response.candidate_id,
+            "part": response.part, "prompt_text": response.prompt_text, "duration_s": response.duration_s,
+            "audio_sha256": response.audio_sha256, "grade_id": grade.id, "checkpoint_id": grade.checkpoint_id,
+            "scale_name": grade.scale_name, "headline": grade.headline, "regression": grade.regression,
+            "soft": grade.soft, "hard": grade.hard, "scorable": grade.scorable, "gate_reason": grade.gate_reason,
+            "latency_s": grade.latency_s, "override_id": o.id, "examiner": o.examiner, "final_score": o.final_score,
+            "agreement": o.agreement, "reason_code": o.reason_code, "comment": o.comment, "overridden_at": o.created_at,
+            **evidence_columns(grade.evidence)}
+
+
+def evidence_columns(evidence: dict[str, Any] | None) -> dict[str, Any]:
+    """The transcript, key measures and the whole evidence of a grade (all None where it has none yet)."""
+    evidence = evidence or {}
+    measures = evidence.get("measures", {})
+    return {"transcript": evidence.get("transcript", {}).get("text"),
+            **{k: measures.get(k) for k in EVIDENCE_MEASURES}, "evidence": evidence or None}
+
+
+def write_history_csv(rows: list[dict[str, Any]], path: str | Path) -> int:
+    """Write history rows as CSV; returns the number of rows."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        writer.writeheader()
+        writer.writerows({k: csv_value(v) for k, v in r.items()} for r in rows)
+    return len(rows)

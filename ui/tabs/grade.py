@@ -1,0 +1,87 @@
+"""The Grade tab: record or upload, the score card and distribution, the evidence panel, the examiner's decision."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+
+from .. import callbacks as cb
+from ..cards import result_card
+from ..callbacks import Services
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def build(services: Services, who: Callable[[gr.Request | None, str], str], auth: bool) -> None:
+    grader = services.grader
+    scale = grader.scale if grader else None
+    with gr.Row():
+        with gr.Column(scale=2):
+            audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Spoken response",
+                             elem_id="audio-input")
+            if any(EXAMPLES.glob("*.flac")):
+                gr.Examples([[str(p)] for p in sorted(EXAMPLES.glob("*.flac"))], [audio],
+                            label="Example recordings (speechocean762)")
+            with gr.Row():
+                candidate = gr.Textbox(label="Candidate id", max_lines=1)
+                task_part = gr.Textbox(label="Task part", max_lines=1)
+            prompt = gr.Textbox(label="Prompt or reference text (optional)", lines=2)
+            grade_button = gr.Button("Grade", variant="primary", interactive=grader is not None)
+        with gr.Column(scale=3):
+            card = gr.HTML()
+            chart = gr.Plot(label="Class distribution", show_label=False)
+            with gr.Accordion("Result as JSON", open=False):
+                raw = gr.JSON(label="result")
+    with gr.Group(elem_id="evidence-panel"):
+        gr.Markdown("### Evidence")
+        evidence_panel = gr.HTML(elem_id="evidence")
+        timeline = gr.Plot(label="Timeline", show_label=False, elem_id="timeline")
+        with gr.Row():
+            word_pick = gr.Dropdown(choices=[], label="Play a word of the transcript", scale=2, elem_id="word-pick")
+            word_clip = gr.Audio(label="Word", type="numpy", interactive=False, scale=3, elem_id="word-audio")
+        with gr.Accordion("Evidence as JSON", open=False):
+            evidence_json = gr.JSON(label="evidence")
+        evidence_state = gr.State()
+    with gr.Group():
+        gr.Markdown("### Examiner decision\nYour own score for this response; it is stored beside the model's, never "
+                    "replacing it. The score is not pre-filled, so the model does not anchor your judgement.")
+        with gr.Row():
+            grade_id = gr.Number(label="Grade #", precision=0, interactive=False, scale=1)
+            final = gr.Number(label=f"Final score ({scale.min:g}–{scale.max:g})" if scale else "Final score",
+                              minimum=scale.min if scale else None, maximum=scale.max if scale else None,
+                              step=scale.step if scale else 0.5, scale=1)
+            verdict = gr.Radio(list(cb.AGREEMENTS), label="Agreement with the model", scale=2)
+            reason = gr.Dropdown(["", *cb.REASON_CODES], value="", label="Reason", scale=2)
+        with gr.Row():
+            comment = gr.Textbox(label="Comment", lines=1, scale=4)
+            examiner = gr.Textbox(label="Examiner name", max_lines=1, visible=not auth, scale=1)
+        save = gr.Button("Save override", variant="secondary")
+        saved = gr.Markdown()
+
+    def grade(path, cand, part, text, progress=gr.Progress()):
+        if not path:
+            raise gr.Error("Record or upload a response first.")
+        progress(0.05, desc="Checking the recording")
+        graded = cb.grade_file(services, path, cand or "", part or "", text or "", progress=progress)
+        return (result_card(graded), cb.figure(graded), cb.result_json(graded), graded.grade_id,
+                None, None, "", "", "", "", None, gr.Dropdown(choices=[], value=None), None, None, None)
+
+    def evidence(path, rid):
+        found = cb.evidence_for(services, path, rid)
+        return *cb.evidence_outputs(found), found
+
+    # The evidence follows a successful grade as its own event, so the score shows first; both hold the model.
+    graded_event = grade_button.click(
+        grade, [audio, candidate, task_part, prompt],
+        [card, chart, raw, grade_id, final, verdict, reason, comment, saved,
+         evidence_panel, timeline, word_pick, word_clip, evidence_json, evidence_state],
+        api_name="grade", concurrency_limit=services.config.concurrency, concurrency_id="model")
+    graded_event.success(evidence, [audio, grade_id], [evidence_panel, timeline, word_pick, evidence_json,
+                                                       evidence_state],
+                         api_name="evidence", concurrency_limit=services.config.concurrency, concurrency_id="model")
+    word_pick.change(cb.word_audio, [evidence_state, word_pick], word_clip, api_name="word_audio")
+
+    def override(rid, score, agree, code, text, name, request: gr.Request):
+        return cb.save_override(services, rid, score, agree, code, text, who(request, name))
+
+    save.click(override, [grade_id, final, verdict, reason, comment, examiner], saved, api_name="override")
