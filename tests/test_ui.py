@@ -211,8 +211,9 @@ def test_batch_from_zip_and_manifest(services, speech_clip, silent_wav, tmp_path
         z.write(silent_wav, "two.wav")
         z.writestr("notes.txt", "ignored")
     manifest = tmp_path / "manifest.tsv"
-    manifest.write_text(f"audio\tcandidate\tprompt\n{speech_clip}\tcand-9\tWE CALL IT BEAR\n")
-    items = cb.batch_inputs(services, [str(archive)], None) + cb.batch_inputs(services, [], str(manifest))
+    manifest.write_text(f"audio\tcandidate\tprompt\n{speech_clip.name}\tcand-9\tWE CALL IT BEAR\n")
+    items = cb.batch_inputs(services, [str(archive)], None) + cb.batch_inputs(services, [str(speech_clip)],
+                                                                                 str(manifest))
     header, rows, path = cb.grade_many(services, items)
     assert [r[0] for r in rows] == ["one.flac", "two.wav", speech_clip.name]
     assert [r[header.index("scorable")] for r in rows] == [True, False, True]
@@ -220,6 +221,18 @@ def test_batch_from_zip_and_manifest(services, speech_clip, silent_wav, tmp_path
     with open(path) as f:
         assert len(list(csv.DictReader(f))) == 3
     assert len(services.db.history()) == 3
+
+
+def test_batch_manifest_never_reaches_server_files(services, speech_clip, tmp_path):
+    """A manifest row naming a file on the server (absolute, or ../ out of the upload) matches no upload: the row is
+    refused as not found, and the file is neither opened, hashed nor graded."""
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"audio,candidate\n{speech_clip},c1\n../../{speech_clip.name},c2\n/etc/passwd,c3\n")
+    items = cb.batch_inputs(services, [], str(manifest))
+    header, rows, _ = cb.grade_many(services, items)
+    assert [r[header.index("scorable")] for r in rows] == [False, False, False]
+    assert all("not found" in r[header.index("reason")] for r in rows)
+    assert {r["audio_sha256"] for r in services.db.history()} == {""}
 
 
 def test_distribution_chart_has_bars_and_both_lines(services, speech_clip):
