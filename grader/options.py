@@ -45,7 +45,8 @@ def _add_fields(parser: argparse.ArgumentParser, cls, prefix: str, path: tuple[s
             parser.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=default,
                                 help=help_text)
         else:
-            parser.add_argument(flag, dest=dest, type=f.metadata.get("parse", kind), default=default, help=help_text)
+            parser.add_argument(flag, dest=dest, type=f.metadata.get("parse", kind), default=default, help=help_text,
+                                metavar=f.name.upper())
 
 
 def _build(cls, path: tuple[str, ...], values: dict):
