@@ -15,7 +15,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .backbones import AudioStates, BackboneConfig, build_backbone
+from .backbones import AnswerPrompt, Answers, AudioStates, BackboneConfig, build_backbone
 from .options import comma_list
 from .scale import SCALES, ScoreScale, get_scale
 
@@ -59,6 +59,84 @@ class ScoreHeads(nn.Module):
         x = self.dropout(self.norm(representation.float()))
         logits = self.classification(x).view(len(x), self.num_aspects, self.scale.num_classes)
         return HeadOutput(self.regression(x), logits)
+
+    def start_from(self, targets: torch.Tensor) -> None:
+        """The training prior: the mean score and the class frequencies."""
+        self.regression.bias.copy_(targets.mean(0))
+        prior = self.scale.fair_average_target(targets).mean(0)
+        self.classification.bias.copy_(prior.clamp(min=1e-3).log().flatten())
+
+
+# Score-token heads (Ma et al. 2025): the prompt names each class as a lettered option and the class logits are the
+# LM head's logits of the option letters at the answer position, so the pretrained LM stays in the loop and an
+# instruction-tuned model can grade zero-shot (grader.inference.Grader.zero_shot).
+
+HEADS = ("pooled", "tokens")
+# A short descriptor per class, ascending: speechocean762 after its experts' sentence rubric, sandi after the CEFR.
+DESCRIPTORS = {
+    "speechocean762": ("no intelligible English", "almost nothing intelligible", "extremely poor", "very poor",
+                       "poor, hard to understand", "weak, understandable with effort", "fair, many errors",
+                       "good, some errors", "very good, few errors", "excellent, rare slips", "native-like, flawless"),
+    "sandi": ("A2: simple phrases on familiar topics, frequent pauses and errors", "between A2 and B1",
+              "B1: connected speech on familiar topics, hesitant, noticeable errors", "between B1 and B2",
+              "B2: fluent on a wide range of topics, errors rarely get in the way", "between B2 and C1",
+              "C1: fluent and spontaneous, flexible, good control", "between C1 and C2",
+              "C2: effortless, precise and natural"),
+}
+ASPECT_NAMES = {"total": "the candidate's overall speaking proficiency", "accuracy": "the pronunciation accuracy",
+                "fluency": "the fluency (pauses, hesitations, speed)",
+                "prosodic": "the prosody (intonation, stress and rhythm)", "completeness": "how much of the text was read"}
+
+
+def answer_prompt(scale: ScoreScale, aspects: list[str]) -> AnswerPrompt:
+    """The score-token prompt of a scale: option A is its lowest class, each option named with its score and
+    descriptor, and one question per aspect."""
+    values = scale.values.tolist()
+    if len(values) > 26:
+        raise ValueError(f"score-token heads letter the classes A-Z: scale {scale.name} has {len(values)}")
+    letters = tuple(chr(ord("A") + i) for i in range(len(values)))
+    descriptors = DESCRIPTORS.get(scale.name, ())
+    descriptors = descriptors if len(descriptors) == len(values) else ("",) * len(values)
+    options = "\n".join(f"{letter}. {value:g}" + (f": {d}" if d else "")
+                        for letter, value, d in zip(letters, values, descriptors))
+    instruction = (f"Grade the English speaking proficiency of this response on a scale from {scale.min:g} to "
+                   f"{scale.max:g}. Options:\n{options}")
+    questions = tuple(f"Which option best describes {ASPECT_NAMES.get(a, f'the {a}')}? Answer with the letter only."
+                      for a in aspects)
+    return AnswerPrompt(instruction, questions, tuple(aspects), letters)
+
+
+class TokenHeads(nn.Module):
+    """Score-token heads: the class logits are the backbone's LM-head logits of the option tokens at each aspect's
+    answer position (no new classifier), and regression is a linear head per aspect on the same state.
+
+    Multi-aspect: one answer position per aspect, each after its own question, the questions sharing one read of
+    the audio (backbones.base.answer_layout): a separate prompt per aspect, as a chat model expects, at about the
+    cost of one. Without a "reg" objective there is no regression layer and `regression` reports the soft score,
+    so that nothing shows an untrained head (the zero-shot grader has none)."""
+
+    def __init__(self, hidden_size: int, num_aspects: int, scale: ScoreScale, dropout: float = 0.1,
+                 regression: bool = True):
+        super().__init__()
+        self.scale = scale
+        self.regression = None
+        if regression:
+            self.norm = nn.LayerNorm(hidden_size)
+            self.dropout = nn.Dropout(dropout)
+            self.regression = nn.Linear(hidden_size, num_aspects)
+
+    def forward(self, answers: Answers) -> HeadOutput:
+        logits = answers.logits.float()
+        if self.regression is None:
+            return HeadOutput((logits.softmax(-1) * self.scale.values.to(logits.device)).sum(-1), logits)
+        x = self.dropout(self.norm(answers.states.float()))  # (batch, aspects, hidden)
+        # aspect a's score reads aspect a's answer state: the diagonal of the linear map
+        return HeadOutput(torch.einsum("bah,ah->ba", x, self.regression.weight) + self.regression.bias, logits)
+
+    def start_from(self, targets: torch.Tensor) -> None:
+        """The training prior: the mean score (the class logits are the LM's own)."""
+        if self.regression is not None:
+            self.regression.bias.copy_(targets.mean(0))
 
 
 def score_loss(output: HeadOutput, targets: torch.Tensor, scale: ScoreScale, objective: str) -> torch.Tensor:
@@ -127,12 +205,19 @@ class ModelConfig:
         "flag": "target", "parse": comma_list,
         "help": "score column(s) to predict, comma-separated; the first is the headline"})
     objective: str = field(default="fa+reg", metadata={"help": "reg, ce, fa, or a sum such as fa+reg"})
+    head: str = field(default="pooled", metadata={
+        "help": "pooled: linear heads on the pooled state; tokens: the LM head's logits of score-option tokens at "
+                "each aspect's answer position (Ma et al.), with a linear regression head on that state"})
     head_dropout: float = 0.1
     use_text: bool = field(default=True, metadata={"help": "give the reference/prompt text to the backbone"})
 
     def __post_init__(self):
         get_scale(self.scale)
         parse_objective(self.objective)
+        if self.head not in HEADS:
+            raise ValueError(f"the head must be one of {', '.join(HEADS)}, not {self.head!r}")
+        if self.head == "tokens" and self.backbone.pooling != "last":
+            raise ValueError("score-token heads read their own answer positions: --pooling needs --head pooled")
         if not self.aspects or len(set(self.aspects)) < len(self.aspects):
             raise ValueError(f"aspects must be distinct score names, not {self.aspects}")
 
@@ -153,7 +238,13 @@ class GraderModel(nn.Module):
             lora = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                               target_modules=pattern)
             inject_adapter_in_model(lora, self.backbone.model)
-        self.heads = ScoreHeads(self.backbone.hidden_size, len(config.aspects), self.scale, config.head_dropout)
+        if config.head == "tokens":
+            self.prompt = answer_prompt(self.scale, config.aspects)
+            self.option_ids = self.backbone.option_ids(self.prompt.options)
+            self.heads = TokenHeads(self.backbone.hidden_size, len(config.aspects), self.scale, config.head_dropout,
+                                    regression="reg" in parse_objective(config.objective))
+        else:
+            self.heads = ScoreHeads(self.backbone.hidden_size, len(config.aspects), self.scale, config.head_dropout)
 
     @property
     def audio_encoder_trainable(self) -> bool:
@@ -161,6 +252,8 @@ class GraderModel(nn.Module):
         return any(p.requires_grad for p in self.backbone.audio_encoder.parameters())
 
     def forward(self, audio: AudioStates, prompts: list[str | None]) -> HeadOutput:
+        if self.config.head == "tokens":
+            return self.heads(self.backbone.answer(audio, prompts, self.prompt, self.option_ids))
         return self.heads(self.backbone.represent(audio, prompts))
 
     def trained_state(self) -> dict[str, torch.Tensor]:

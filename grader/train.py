@@ -159,9 +159,7 @@ def train(config: TrainConfig) -> dict:
     model = GraderModel(config.model)
     targets = torch.tensor([[r.scores[a] for a in aspects] for r in train_set])
     with torch.no_grad():  # start from the training prior: the mean score and the class frequencies
-        model.heads.regression.bias.copy_(targets.mean(0))
-        prior = model.scale.fair_average_target(targets).mean(0)
-        model.heads.classification.bias.copy_(prior.clamp(min=1e-3).log().flatten())
+        model.heads.start_from(targets)
     trainable = [p for p in model.parameters() if p.requires_grad]
     print(f"trainable parameters: {sum(p.numel() for p in trainable):,}; "
           f"audio encoder {'trained (LoRA)' if model.audio_encoder_trainable else 'frozen, outputs cached'}")

@@ -1,6 +1,6 @@
 """Backbones, one file each; `BACKBONES` names them for configs and checkpoints."""
 
-from .base import AudioStates, Backbone, BackboneConfig
+from .base import AnswerPrompt, Answers, AudioStates, Backbone, BackboneConfig
 from .qwen2_audio import Qwen2AudioBackbone
 from .whisper import WhisperBackbone
 
@@ -11,5 +11,5 @@ def build_backbone(config: BackboneConfig) -> Backbone:
     return BACKBONES[config.name](config)  # the config checked the name
 
 
-__all__ = ["BACKBONES", "AudioStates", "Backbone", "BackboneConfig", "Qwen2AudioBackbone", "WhisperBackbone",
-           "build_backbone"]
+__all__ = ["BACKBONES", "AnswerPrompt", "Answers", "AudioStates", "Backbone", "BackboneConfig", "Qwen2AudioBackbone",
+           "WhisperBackbone", "build_backbone"]

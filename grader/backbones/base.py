@@ -3,7 +3,9 @@
 Each backbone works in two stages so that a frozen audio encoder is run once and cached:
     features(audios) -> encode(features) -> AudioStates -> represent(states, prompts) -> (B, hidden)
 Heads, losses, training and the UI only see `hidden_size` and these three calls, so a new
-backbone is one more class here and one more entry in BACKBONES.
+backbone is one more class here and one more entry in BACKBONES. Score-token heads call
+    answer(states, prompts, AnswerPrompt, option ids) -> Answers (answer-position states, option-token logits)
+instead of represent: the LM head's own logits of the option tokens are the class logits (Ma et al. 2025).
 """
 
 from dataclasses import dataclass, field
@@ -80,6 +82,46 @@ def masked_mean(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
+@dataclass(frozen=True)
+class AnswerPrompt:
+    """What score-token heads ask: an instruction that names each class as an option, one question per aspect,
+    and the options' labels (each must be a single token). `aspects` names them for backbones that follow no
+    instructions (Whisper), which read the aspect's name where a chat model reads its question."""
+
+    instruction: str
+    questions: tuple[str, ...]
+    aspects: tuple[str, ...]
+    options: tuple[str, ...]
+
+
+@dataclass
+class Answers:
+    states: torch.Tensor  # (batch, aspects, hidden): the final hidden state at each aspect's answer position
+    logits: torch.Tensor  # (batch, aspects, options): the LM head's logits of the option tokens there
+
+
+def answer_layout(prefix_lengths: torch.Tensor, block_lengths: list[int]):
+    """Attention and positions for rows laid out as [prefix, block 1, ..., block A, padding].
+
+    Each block (an aspect's question) attends to its own row's prefix and causally to itself, not to the other
+    blocks, and its positions continue the prefix's: each block reads as if it alone followed the prefix. That
+    is one prompt per aspect at the cost of one prompt, the prefix (the audio, most of the sequence) read once.
+    Returns keep (batch, T, T) bool, position ids (batch, T), and answer positions (batch, A): each block's last
+    token, whose next-token logits are the answer."""
+    device = prefix_lengths.device
+    ends = torch.tensor(block_lengths, device=device).cumsum(0)
+    starts = ends - torch.tensor(block_lengths, device=device)
+    width = int(prefix_lengths.max()) + int(ends[-1])
+    t = torch.arange(width, device=device)[None, :]
+    offset = t - prefix_lengths[:, None]  # position within the blocks; negative in the prefix
+    block = (offset[..., None] >= ends).sum(-1)  # 0..A-1 in the blocks, A in the padding
+    segment = torch.where(offset < 0, 0, block + 1)  # 0: prefix, a + 1: block a, A + 1: padding
+    keep = (t[:, None, :] <= t[:, :, None]) & (
+        (segment[:, None, :] == 0) | (segment[:, None, :] == segment[:, :, None]))
+    positions = torch.where(offset < 0, t, t - starts[block.clamp(max=len(block_lengths) - 1)])
+    return keep, positions, prefix_lengths[:, None] + ends[None, :] - 1
+
+
 class Backbone(nn.Module):
     hidden_size: int
     config: BackboneConfig
@@ -92,6 +134,23 @@ class Backbone(nn.Module):
 
     def represent(self, audio: AudioStates, prompts: list[str | None]) -> torch.Tensor:
         raise NotImplementedError
+
+    def answer(self, audio: AudioStates, prompts: list[str | None], prompt: AnswerPrompt,
+               option_ids: list[int]) -> Answers:
+        """The states and the LM head's logits over `option_ids` at each aspect's answer position."""
+        raise NotImplementedError
+
+    # What precedes an option label where the answer starts: " " when it continues a line of text (Whisper).
+    answer_lead = ""
+
+    def option_ids(self, labels: tuple[str, ...]) -> list[int]:
+        """The token id of each option label as it follows the answer position; each must be one distinct token,
+        or the LM head could not score it in one step."""
+        ids = [self.tokenizer.encode(self.answer_lead + label, add_special_tokens=False) for label in labels]
+        if any(len(i) != 1 for i in ids) or len({i[0] for i in ids}) < len(ids):
+            pieces = {label: self.tokenizer.convert_ids_to_tokens(i) for label, i in zip(labels, ids)}
+            raise ValueError(f"score options must be distinct single tokens of the tokenizer: {pieces}")
+        return [i[0] for i in ids]
 
     # Module name patterns for LoRA, by scope: "text" (the part after the audio encoder) or "all".
     lora_patterns: dict[str, str]

@@ -4,7 +4,11 @@ import numpy as np
 import torch
 
 from ..audio import SAMPLE_RATE
-from .base import AudioStates, Backbone, BackboneConfig, additive_mask, length_mask
+from .base import (AnswerPrompt, Answers, AudioStates, Backbone, BackboneConfig, additive_mask, answer_layout,
+                   length_mask)
+
+# Qwen2-Audio-7B-Instruct's default system turn (its chat template adds it when a conversation has none)
+SYSTEM = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 
 
 class Qwen2AudioBackbone(Backbone):
@@ -65,3 +69,28 @@ class Qwen2AudioBackbone(Backbone):
         out = self.model.model.language_model(inputs_embeds=sequence.states, attention_mask=keep, use_cache=False)
         last = out.last_hidden_state[torch.arange(len(rows), device=self.device), sequence.lengths - 1]
         return self.pool(last, audio)
+
+    def answer(self, audio: AudioStates, prompts: list[str | None], prompt: AnswerPrompt,
+               option_ids: list[int]) -> Answers:
+        """Score tokens from the LLM: a chat whose user turn holds the audio, the instruction naming the options
+        and the reference text; then per aspect its question, the end of the turn and the start of the
+        assistant's, where the LM head is read over the option tokens: the letter an instruction-tuned model
+        would answer with. The aspects' questions share the audio (see answer_layout)."""
+        embed = self.model.get_input_embeddings()
+
+        def embedded(text: str) -> torch.Tensor:
+            return embed(torch.tensor(self.tokenizer.encode(text, add_special_tokens=False), device=self.device))
+
+        before = embedded(f"{SYSTEM}<|im_start|>user\nAudio 1: <|audio_bos|>")
+        blocks = [embedded(f"\n{q}<|im_end|>\n<|im_start|>assistant\n") for q in prompt.questions]
+        rows = []
+        for states, text in zip(audio.unbatch(), prompts):
+            task = prompt.instruction + (f'\nThe candidate was asked to read: "{text.strip()}"' if text else "")
+            rows.append(torch.cat([before, states.to(before.dtype), embedded(f"<|audio_eos|>\n{task}")]))
+        keep, positions, answers = answer_layout(torch.tensor([len(r) for r in rows], device=self.device),
+                                                 [len(b) for b in blocks])
+        sequence = AudioStates.batch([torch.cat([r, *blocks]) for r in rows])
+        out = self.model.model.language_model(inputs_embeds=sequence.states, position_ids=positions, use_cache=False,
+                                              attention_mask=additive_mask(keep, sequence.states.dtype))
+        x = out.last_hidden_state[torch.arange(len(rows), device=self.device)[:, None], answers]
+        return Answers(x, self.model.lm_head(x)[..., option_ids])

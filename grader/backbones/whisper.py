@@ -5,7 +5,8 @@ import torch
 from torch import nn
 
 from ..audio import SAMPLE_RATE
-from .base import AudioStates, Backbone, BackboneConfig, additive_mask, length_mask
+from .base import (AnswerPrompt, Answers, AudioStates, Backbone, BackboneConfig, additive_mask, answer_layout,
+                   length_mask)
 from .weights import resolve_whisper
 
 
@@ -41,6 +42,7 @@ class WhisperBackbone(Backbone):
             tokenizer.set_prefix_tokens(predict_timestamps=False)
         self.prefix_ids = tokenizer.prefix_tokens
         self.end_id = tokenizer.eos_token_id
+        self.tokenizer = tokenizer
 
     def features(self, audios: list[np.ndarray]) -> dict[str, torch.Tensor]:
         extractor = self.processor.feature_extractor
@@ -94,3 +96,28 @@ class WhisperBackbone(Backbone):
         x = decoder.layer_norm(x)
         last = x[torch.arange(len(ids), device=self.device), lengths - 1]
         return self.pool(last, audio)
+
+    answer_lead = " "
+
+    def answer(self, audio: AudioStates, prompts: list[str | None], prompt: AnswerPrompt,
+               option_ids: list[int]) -> Answers:
+        """Score tokens from the decoder: the task prefix and the reference text, then per aspect its name and a
+        colon (" total:"), where the LM head (proj_out, tied to the token embeddings) is read over the option
+        tokens. Whisper follows no instructions, so the instruction and the questions are not spent on it."""
+        decoder = self.model.model.decoder
+        blocks = [self.tokenizer.encode(f" {aspect}:", add_special_tokens=False) for aspect in prompt.aspects]
+        prefixes = [self.prompt_ids(p)[:-1] for p in prompts]  # the text runs on into the blocks: no end token
+        keep, positions, answers = answer_layout(torch.tensor([len(i) for i in prefixes], device=self.device),
+                                                 [len(b) for b in blocks])
+        suffix, width = sum(blocks, []), keep.shape[1]
+        tokens = torch.tensor([i + suffix + [self.end_id] * (width - len(i) - len(suffix)) for i in prefixes],
+                              device=self.device)
+        x = decoder.embed_tokens(tokens) + decoder.embed_positions.weight[positions]
+        self_mask = additive_mask(keep, x.dtype)
+        states = audio.states.to(x.dtype)
+        cross_mask = additive_mask(length_mask(audio.lengths, states.shape[1])[:, None, :].expand(-1, width, -1),
+                                   x.dtype)
+        for layer in decoder.layers:
+            x = layer(x, self_mask, states, encoder_attention_mask=cross_mask, use_cache=False)
+        x = decoder.layer_norm(x)[torch.arange(len(prompts), device=self.device)[:, None], answers]
+        return Answers(x, self.model.proj_out(x)[..., option_ids])
