@@ -157,3 +157,55 @@ def length_batches(lengths: list[float], batch_size: int, shuffle: bool = False,
     if shuffle:
         rng.shuffle(batches)
     return batches
+
+
+def speaker_folds(responses: list[Response], folds: int, seed: int = 0, target: str | None = None) -> list[int]:
+    """Each response's fold (0..folds-1) for k-fold cross-validation by speaker: a speaker's responses share one
+    fold, so every out-of-fold prediction is of an unseen voice. With `target`, speakers are dealt to folds in
+    order of their mean score (shuffled within each round), so each fold holds weak and strong speakers alike."""
+    by_speaker: dict[str, list[int]] = {}
+    for i, r in enumerate(responses):
+        by_speaker.setdefault(r.speaker or r.utt_id, []).append(i)
+    if not 1 < folds <= len(by_speaker):
+        raise ValueError(f"cannot make {folds} folds of {len(by_speaker)} speakers")
+    rng = random.Random(seed)
+    speakers = sorted(by_speaker)
+    rng.shuffle(speakers)
+    if target:
+        speakers.sort(key=lambda s: sum(responses[i].scores[target] for i in by_speaker[s]) / len(by_speaker[s]))
+    fold_of = [0] * len(responses)
+    for start in range(0, len(speakers), folds):
+        chunk = list(range(folds))
+        rng.shuffle(chunk)
+        for speaker, fold in zip(speakers[start : start + folds], chunk):
+            for i in by_speaker[speaker]:
+                fold_of[i] = fold
+    return fold_of
+
+
+@dataclass
+class WordScores:
+    """The experts' scores of each word of a response's reference text, in text order."""
+
+    words: list[str]
+    scores: dict[str, list[float]]  # aspect -> one score per word
+
+
+def read_word_scores(path: str | Path, aspects: list[str]) -> dict[str, WordScores]:
+    """words.tsv (utt_id, word_index, word, and one column per aspect, e.g. accuracy, total) -> by utt_id."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"word scores not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    missing = [c for c in ["utt_id", "word_index", "word", *aspects] if rows and c not in rows[0]]
+    if not rows or missing:
+        raise ManifestError(f"{path} has no rows or lacks column(s) {', '.join(missing)}")
+    grouped: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        grouped.setdefault(row["utt_id"], []).append(row)
+    out = {}
+    for utt_id, group in grouped.items():
+        group.sort(key=lambda r: int(r["word_index"]))
+        out[utt_id] = WordScores([r["word"] for r in group], {a: [float(r[a]) for r in group] for a in aspects})
+    return out

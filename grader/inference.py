@@ -4,7 +4,7 @@ import logging
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -61,9 +61,12 @@ def score_states(model: GraderModel, states: list[torch.Tensor], prompts: list[s
             outputs = model(audio, [prompts[i] for i in batch])
         decoded = decode(outputs, model.scale)
         for row, i in enumerate(batch):
-            parts[i] = Decoded(*(t[row] for t in (decoded.regression, decoded.probs, decoded.hard, decoded.soft)))
+            parts[i] = Decoded(*(t[row] for t in (decoded.regression, decoded.probs, decoded.hard, decoded.soft)),
+                               words=[decoded.words[row]] if decoded.words is not None else None)
     ordered = [parts[i] for i in range(len(states))]
-    return Decoded(*(torch.stack([getattr(d, f) for d in ordered]) for f in ("regression", "probs", "hard", "soft")))
+    words = [d.words[0] for d in ordered] if model.word_heads is not None else None
+    return Decoded(*(torch.stack([getattr(d, f) for d in ordered]) for f in ("regression", "probs", "hard", "soft")),
+                   words=words)
 
 
 @dataclass
@@ -80,6 +83,10 @@ class Prediction:
     scale: ScoreScale
     checkpoint: str
     latency_s: float = 0.0
+    # Per reference word, in text order: {"word", "accuracy", "total", ...} (the checkpoint's word aspects);
+    # empty with `words_note` saying why (no reference text, or a checkpoint without word heads).
+    words: list[dict] = field(default_factory=list)
+    words_note: str | None = None
 
     @property
     def headline(self) -> str:
@@ -94,7 +101,8 @@ class Prediction:
         return {"checkpoint": self.checkpoint, "scale": self.scale.name, "latency_s": round(self.latency_s, 4),
                 "cefr": self.cefr,
                 "scores": {k: {"regression": round(v.regression, 3), "soft": round(v.soft, 3), "hard": v.hard,
-                               "probs": [round(p, 4) for p in v.probs]} for k, v in self.scores.items()}}
+                               "probs": [round(p, 4) for p in v.probs]} for k, v in self.scores.items()},
+                "words": self.words} | ({"words_note": self.words_note} if self.words_note else {})
 
 
 class Grader:
@@ -157,10 +165,19 @@ class Grader:
             states = encode_audios(self.model, audios, batch_size, self.precision)
             decoded = score_states(self.model, states, prompts, batch_size, self.precision)
         latency = (time.perf_counter() - start) / max(len(audios), 1)
-        return [self._prediction(decoded, i, latency) for i in range(len(audios))]
+        return [self._prediction(decoded, i, latency, prompts[i]) for i in range(len(audios))]
 
-    def _prediction(self, decoded: Decoded, i: int, latency: float) -> Prediction:
+    def _prediction(self, decoded: Decoded, i: int, latency: float, prompt: str | None = None) -> Prediction:
         scores = {aspect: AspectScore(float(decoded.regression[i, a]), float(decoded.soft[i, a]),
                                       float(decoded.hard[i, a]), decoded.probs[i, a].tolist())
                   for a, aspect in enumerate(self.aspects)}
-        return Prediction(scores, self.scale, self.checkpoint_id, latency)
+        words, note = [], None
+        if decoded.words is None:
+            note = "this checkpoint has no word heads (train with --word-scores words.tsv --word-target accuracy,total)"
+        elif decoded.words[i] is None:
+            note = "word scores need a reference text: give the sentence the candidate read"
+        else:
+            aspects = self.model.config.word_aspects
+            words = [{"word": word, **{a: round(float(v), 2) for a, v in zip(aspects, row)}}
+                     for word, row in zip(prompt.split(), decoded.words[i].tolist())]
+        return Prediction(scores, self.scale, self.checkpoint_id, latency, words, note)

@@ -43,6 +43,7 @@ def parse_objective(objective: str) -> tuple[str, ...]:
 class HeadOutput:
     regression: torch.Tensor  # (batch, aspects), in score units
     logits: torch.Tensor  # (batch, aspects, classes)
+    words: list[torch.Tensor | None] | None = None  # per response: (words, word aspects), None without a text
 
 
 class ScoreHeads(nn.Module):
@@ -139,23 +140,47 @@ class TokenHeads(nn.Module):
             self.regression.bias.copy_(targets.mean(0))
 
 
-def score_loss(output: HeadOutput, targets: torch.Tensor, scale: ScoreScale, objective: str) -> torch.Tensor:
-    """Sum of the objective's losses, averaged over responses and aspects.
+def score_loss(output: HeadOutput, targets: torch.Tensor, scale: ScoreScale, objective: str,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum of the objective's losses, averaged over responses and aspects (weighted by `weights`, (batch, aspects),
+    where given: see `label_weights`).
 
     The regression error is measured in class steps so that it weighs about as much as a cross-entropy.
     """
-    loss = output.regression.new_zeros(())
+    per_item = output.regression.new_zeros(targets.shape)
     log_probs = output.logits.log_softmax(-1)
     for part in parse_objective(objective):
         if part == "reg":
-            loss = loss + (((output.regression - targets) / scale.step) ** 2).mean()
+            per_item = per_item + ((output.regression - targets) / scale.step) ** 2
         elif part == "ce":
             nearest = scale.nearest_class(targets.cpu()).to(targets.device)
-            loss = loss - log_probs.gather(-1, nearest.unsqueeze(-1)).mean()
+            per_item = per_item - log_probs.gather(-1, nearest.unsqueeze(-1)).squeeze(-1)
         else:
             soft_target = scale.fair_average_target(targets.cpu()).to(targets.device)
-            loss = loss - (soft_target * log_probs).sum(-1).mean()
-    return loss
+            per_item = per_item - (soft_target * log_probs).sum(-1)
+    return per_item.mean() if weights is None else (per_item * weights).sum() / weights.sum()
+
+
+def label_weights(targets: torch.Tensor, scale: ScoreScale, power: float, sigma: float = 1.0) -> torch.Tensor:
+    """Inverse label-density weights (Yang et al. 2021, label-distribution smoothing): each aspect's class
+    histogram smoothed by a Gaussian of `sigma` score units, weight = density^-power, mean 1 over `targets`.
+    Rare scores (the weak candidates) then weigh more, against the pull toward the middle of a skewed scale."""
+    classes = scale.nearest_class(targets)  # (n, aspects)
+    counts = torch.stack([torch.bincount(c, minlength=scale.num_classes) for c in classes.T]).float()
+    values = scale.values
+    kernel = torch.exp(-0.5 * ((values[:, None] - values[None, :]) / sigma) ** 2)
+    density = counts @ kernel  # (aspects, classes)
+    weights = density.gather(1, classes.T).T.clamp(min=1e-6) ** -power
+    return weights / weights.mean(0, keepdim=True)
+
+
+def word_loss(output: HeadOutput, targets: list[torch.Tensor | None], scale: ScoreScale) -> torch.Tensor:
+    """Mean squared error of the word heads in class steps, over every word of the responses that have targets."""
+    pairs = [(p, t) for p, t in zip(output.words or [], targets) if p is not None and t is not None]
+    if not pairs:
+        return output.regression.new_zeros(())
+    predicted, target = (torch.cat(x) for x in zip(*pairs))
+    return (((predicted - target.to(predicted.device)) / scale.step) ** 2).mean()
 
 
 @dataclass
@@ -164,12 +189,30 @@ class Decoded:
     probs: torch.Tensor  # (batch, aspects, classes)
     hard: torch.Tensor  # value of the most probable class
     soft: torch.Tensor  # expected value under the distribution
+    words: list[torch.Tensor | None] | None = None  # per response: (words, word aspects), clamped to the scale
 
 
 def decode(output: HeadOutput, scale: ScoreScale) -> Decoded:
     probs = output.logits.float().softmax(-1)
     values = scale.values.to(probs.device)
-    return Decoded(scale.clamp(output.regression.float()), probs, values[probs.argmax(-1)], (probs * values).sum(-1))
+    words = None if output.words is None else [None if w is None else scale.clamp(w.float()) for w in output.words]
+    return Decoded(scale.clamp(output.regression.float()), probs, values[probs.argmax(-1)], (probs * values).sum(-1),
+                   words)
+
+
+class WordHeads(nn.Module):
+    """Word-level regression (e.g. accuracy, total) from each reference word's decoder state beside the
+    response's pooled representation, so a word's score can lean on how the whole response sounds."""
+
+    def __init__(self, word_size: int, pooled_size: int, num_aspects: int, dropout: float = 0.1):
+        super().__init__()
+        self.norm = nn.LayerNorm(word_size + pooled_size)
+        self.dropout = nn.Dropout(dropout)
+        self.regression = nn.Linear(word_size + pooled_size, num_aspects)
+
+    def forward(self, words: list[torch.Tensor | None], pooled: torch.Tensor) -> list[torch.Tensor | None]:
+        return [None if w is None else self.regression(self.dropout(self.norm(
+            torch.cat([w, p.expand(len(w), -1)], -1).float()))) for w, p in zip(words, pooled)]
 
 
 # ---- the model --------------------------------------------------------------------------------------------
@@ -208,6 +251,9 @@ class ModelConfig:
     head: str = field(default="pooled", metadata={
         "help": "pooled: linear heads on the pooled state; tokens: the LM head's logits of score-option tokens at "
                 "each aspect's answer position (Ma et al.), with a linear regression head on that state"})
+    word_aspects: list[str] = field(default_factory=list, metadata={
+        "flag": "word-target", "parse": comma_list,
+        "help": "word-level score(s) to predict per reference word, e.g. accuracy,total (needs --word-scores)"})
     head_dropout: float = 0.1
     use_text: bool = field(default=True, metadata={"help": "give the reference/prompt text to the backbone"})
 
@@ -216,10 +262,13 @@ class ModelConfig:
         parse_objective(self.objective)
         if self.head not in HEADS:
             raise ValueError(f"the head must be one of {', '.join(HEADS)}, not {self.head!r}")
-        if self.head == "tokens" and self.backbone.pooling != "last":
-            raise ValueError("score-token heads read their own answer positions: --pooling needs --head pooled")
+        if self.head == "tokens" and (self.backbone.pooling != "last" or self.word_aspects):
+            raise ValueError("score-token heads read their own answer positions: --pooling and word heads "
+                             "(--word-target) need --head pooled")
         if not self.aspects or len(set(self.aspects)) < len(self.aspects):
             raise ValueError(f"aspects must be distinct score names, not {self.aspects}")
+        if len(set(self.word_aspects)) < len(self.word_aspects):
+            raise ValueError(f"word aspects must be distinct score names, not {self.word_aspects}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -245,6 +294,8 @@ class GraderModel(nn.Module):
                                     regression="reg" in parse_objective(config.objective))
         else:
             self.heads = ScoreHeads(self.backbone.hidden_size, len(config.aspects), self.scale, config.head_dropout)
+        self.word_heads = (WordHeads(self.backbone.model.config.d_model, self.backbone.hidden_size,
+                                     len(config.word_aspects), config.head_dropout) if config.word_aspects else None)
 
     @property
     def audio_encoder_trainable(self) -> bool:
@@ -254,7 +305,12 @@ class GraderModel(nn.Module):
     def forward(self, audio: AudioStates, prompts: list[str | None]) -> HeadOutput:
         if self.config.head == "tokens":
             return self.heads(self.backbone.answer(audio, prompts, self.prompt, self.option_ids))
-        return self.heads(self.backbone.represent(audio, prompts))
+        if self.word_heads is None:
+            return self.heads(self.backbone.represent(audio, prompts))
+        pooled, words = self.backbone.represent_words(audio, prompts)
+        output = self.heads(pooled)
+        output.words = self.word_heads(words, pooled)
+        return output
 
     def trained_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu().contiguous() for name, p in self.named_parameters() if p.requires_grad}

@@ -5,6 +5,13 @@
 
 When LoRA leaves the audio encoder frozen (the default scope "text"), its outputs are computed once and
 cached, so each epoch costs only the decoder/LLM and the heads.
+
+`--folds K` cross-validates by speaker instead: one model per fold on the other folds' speakers (the encoder
+cache shared), out-of-fold predictions for every response (`oof.tsv`, `oof_words.tsv`) and their metrics, band
+table and review-flag figures (`cv.json`, `grader.report`), as one would expect on unseen speakers:
+
+    python -m grader.train --manifest ../shared/data/speechocean762-train/labels.tsv \
+        --target total,accuracy,fluency,prosodic --epochs 3 --folds 5 --out runs/cv-base
 """
 
 import hashlib
@@ -21,12 +28,13 @@ from tqdm import tqdm
 
 from .audio import SAMPLE_RATE, load_audio
 from .backbones import AudioStates
-from .data import (ManifestError, Response, length_batches, read_manifest, read_rater_means, read_speak_and_improve,
-                   split_by_speaker)
+from .data import (ManifestError, Response, WordScores, length_batches, read_manifest, read_rater_means,
+                   read_speak_and_improve, read_word_scores, speaker_folds, split_by_speaker)
 from .inference import encode_audios, score_states
 from .metrics import score_metrics
-from .model import Decoded, GraderModel, ModelConfig, parse_objective, score_loss
+from .model import Decoded, GraderModel, ModelConfig, label_weights, parse_objective, score_loss, word_loss
 from .options import parse_options
+from .report import print_crossval, write_crossval
 
 
 @dataclass
@@ -41,7 +49,16 @@ class TrainConfig:
                 "dev is still measured against the labels"})
     dev_speakers: int = field(default=25, metadata={
         "help": "speakers held out for dev when no --dev-manifest; 0 trains on all and keeps the last epoch"})
+    folds: int = field(default=0, metadata={
+        "help": "k-fold cross-validation by speaker over the whole manifest (one model per fold, its last epoch): "
+                "out-of-fold predictions and metrics in --out; 0: off"})
     model: ModelConfig = field(default_factory=ModelConfig)
+    reweight: float = field(default=0.0, metadata={
+        "help": "weight each response's loss by its score's smoothed label density ^ -POWER (0.5: inverse square "
+                "root), so rare scores count more; 0: off"})
+    word_scores: str | None = field(default=None, metadata={
+        "help": "words.tsv: train the word heads (--word-target) on the experts' word scores"})
+    word_weight: float = field(default=1.0, metadata={"help": "weight of the word loss beside the sentence loss"})
     text_dropout: float = field(default=0.3, metadata={"help": "train without the text this often"})
     epochs: int = 6
     batch_size: int = 16
@@ -61,8 +78,12 @@ class TrainConfig:
             raise ValueError(f"epochs and batch size must be at least 1 (got {self.epochs} and {self.batch_size})")
         if not 0 <= self.text_dropout <= 1 or not 0 <= self.warmup < 1:
             raise ValueError("text dropout must lie in [0, 1] and warmup (a share of the steps) in [0, 1)")
-        if self.dev_speakers < 0 or self.limit < 0:
-            raise ValueError("dev speakers and limit cannot be negative")
+        if self.dev_speakers < 0 or self.limit < 0 or self.folds < 0 or self.reweight < 0:
+            raise ValueError("dev speakers, limit, folds and reweight cannot be negative")
+        if self.folds and (self.sandi or self.dev_manifest):
+            raise ValueError("--folds cross-validates one manifest by speaker: no --sandi or --dev-manifest")
+        if bool(self.word_scores) != bool(self.model.word_aspects):
+            raise ValueError("word heads need both --word-scores (the experts' word scores) and --word-target")
 
 
 def load_responses(config: TrainConfig) -> tuple[list[Response], list[Response]]:
@@ -74,21 +95,69 @@ def load_responses(config: TrainConfig) -> tuple[list[Response], list[Response]]
     responses = read_manifest(config.manifest, targets)[: config.limit or None]
     if config.dev_manifest:
         train, dev = responses, read_manifest(config.dev_manifest, targets)
-    elif config.dev_speakers == 0:  # the final model: train on everything, keep the last epoch
+    elif config.dev_speakers == 0 or config.folds:  # train on everything (folds make their own dev sets)
         train, dev = responses, []
     else:
         train, dev = split_by_speaker(responses, config.dev_speakers, config.seed)
-    if config.rater_scores:
-        means = read_rater_means(config.rater_scores, targets)
-        unrated = [r.utt_id for r in train if r.utt_id not in means]
-        if unrated:
-            raise ManifestError(f"{config.rater_scores} has no scores for {len(unrated)} responses, e.g. {unrated[0]}")
-        train = [replace(r, scores=means[r.utt_id]) for r in train]
-    return train, dev
+    return with_rater_means(config, train), dev
 
 
-def dev_metrics(decoded: Decoded, responses: list[Response], aspects: list[str], objective: str) -> dict:
-    """Metrics for every aspect and for each decoding the objective trained."""
+def with_rater_means(config: TrainConfig, responses: list[Response]) -> list[Response]:
+    """The training targets: each response's labels, or its raters' mean with --rater-scores."""
+    if not config.rater_scores:
+        return responses
+    means = read_rater_means(config.rater_scores, config.model.aspects)
+    unrated = [r.utt_id for r in responses if r.utt_id not in means]
+    if unrated:
+        raise ManifestError(f"{config.rater_scores} has no scores for {len(unrated)} responses, e.g. {unrated[0]}")
+    return [replace(r, scores=means[r.utt_id]) for r in responses]
+
+
+@dataclass
+class Examples:
+    """Responses with what training reads of them: audio, frozen-encoder outputs, word targets."""
+
+    responses: list[Response]
+    audio: list[np.ndarray]
+    states: list[torch.Tensor] | None  # None when the encoder trains (LoRA on it): no cache
+    words: list[torch.Tensor | None]  # (words, word aspects) per response; None where it has no word scores
+
+    def take(self, rows: list[int]) -> "Examples":
+        return Examples([self.responses[i] for i in rows], [self.audio[i] for i in rows],
+                        None if self.states is None else [self.states[i] for i in rows], [self.words[i] for i in rows])
+
+
+def word_targets(responses: list[Response], scores: dict[str, WordScores], aspects: list[str]) -> list:
+    """Each response's word targets, where its text's words are exactly the scored words (else None)."""
+    out = []
+    for r in responses:
+        w = scores.get(r.utt_id)
+        fits = w is not None and r.text is not None and r.text.split() == w.words
+        out.append(torch.tensor([w.scores[a] for a in aspects]).T.contiguous() if fits else None)
+    return out
+
+
+def prepare(config: TrainConfig, model: GraderModel, responses: list[Response]) -> Examples:
+    """Load the audio, cache the frozen encoder's outputs and read the word targets, once for all folds."""
+    started = time.perf_counter()
+    audio = [load_audio(r.audio) for r in tqdm(responses, desc="loading audio", leave=False)]
+    states = None
+    if not model.audio_encoder_trainable:
+        model.eval()
+        states = cached_encodings(model, responses, audio, config.cache_dir)
+        print(f"encoder outputs for {len(states)} responses ready in {time.perf_counter() - started:.0f} s")
+    words = [None] * len(responses)
+    if config.word_scores:
+        words = word_targets(responses, read_word_scores(config.word_scores, config.model.word_aspects),
+                             config.model.word_aspects)
+        print(f"word scores for {sum(w is not None for w in words)} of {len(responses)} responses")
+    return Examples(responses, audio, states, words)
+
+
+def dev_metrics(decoded: Decoded, responses: list[Response], aspects: list[str], objective: str,
+                words: list[torch.Tensor | None] | None = None, word_aspects: list[str] = ()) -> dict:
+    """Metrics for every aspect and for each decoding the objective trained; "word/<aspect>" over every scored
+    word where the model has word heads."""
     parts = parse_objective(objective)
     decodings = (["regression"] if "reg" in parts else []) + (["soft", "hard"] if {"ce", "fa"} & set(parts) else [])
     metrics = {}
@@ -96,6 +165,11 @@ def dev_metrics(decoded: Decoded, responses: list[Response], aspects: list[str],
         human = [r.scores[aspect] for r in responses]
         for name in decodings:
             metrics[f"{aspect}/{name}"] = score_metrics(getattr(decoded, name)[:, a].tolist(), human)
+    pairs = [(p, t) for p, t in zip(decoded.words or [], words or []) if p is not None and t is not None]
+    if pairs:
+        predicted, human = (torch.cat(x) for x in zip(*pairs))
+        for a, aspect in enumerate(word_aspects):
+            metrics[f"word/{aspect}"] = score_metrics(predicted[:, a].tolist(), human[:, a].tolist())
     return metrics
 
 
@@ -108,11 +182,12 @@ def selection_key(metrics: dict, aspects: list[str], objective: str) -> float:
 def cached_encodings(model: GraderModel, responses: list[Response], audios: list[np.ndarray],
                      cache_dir: str | None) -> list[torch.Tensor]:
     """Frozen-encoder outputs (float16), computed once per backbone and audio file and kept on disk,
-    so comparing objectives or retraining on all data does not pay for the encoder again."""
+    so comparing objectives or retraining on all data does not pay for the encoder again. Keyed by path and
+    length in samples, so audio that is trimmed (or otherwise changed in length) before the model is re-encoded."""
     key = hashlib.sha1(json.dumps(asdict(model.config.backbone), sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir) / f"encoder-{key}.pt" if cache_dir else None
     store: dict[str, torch.Tensor] = torch.load(path) if path and path.is_file() else {}
-    names = [str(r.audio.resolve()) for r in responses]
+    names = [f"{r.audio.resolve()}#{len(audio)}" for r, audio in zip(responses, audios)]
     todo = [i for i, name in enumerate(names) if name not in store]
     if todo:
         for i, states in zip(todo, encode_audios(model, [audios[i] for i in todo])):
@@ -133,9 +208,16 @@ def batch_audio(model: GraderModel, batch: list[int], audios: list[np.ndarray],
 
 
 def train_step(model: GraderModel, audio: AudioStates, prompts: list[str | None], targets: torch.Tensor,
-               optimizer: torch.optim.Optimizer, objective: str, schedule=None) -> float:
-    """One optimisation step on one batch (gradients clipped to norm 1); the loss before the step."""
-    loss = score_loss(model(audio, prompts), targets.to(model.backbone.device), model.scale, objective)
+               optimizer: torch.optim.Optimizer, objective: str, schedule=None, weights: torch.Tensor | None = None,
+               words: list[torch.Tensor | None] | None = None, word_weight: float = 1.0) -> float:
+    """One optimisation step on one batch (gradients clipped to norm 1); the loss before the step. `weights`
+    weigh the responses' sentence losses; `words` are word targets for the word heads."""
+    device = model.backbone.device
+    output = model(audio, prompts)
+    loss = score_loss(output, targets.to(device), model.scale, objective,
+                      None if weights is None else weights.to(device))
+    if words is not None and model.word_heads is not None:
+        loss = loss + word_weight * word_loss(output, words, model.scale)
     optimizer.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], 1.0)
@@ -145,36 +227,30 @@ def train_step(model: GraderModel, audio: AudioStates, prompts: list[str | None]
     return loss.item()
 
 
-def train(config: TrainConfig) -> dict:
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    out = Path(config.out)
-    train_set, dev_set = load_responses(config)
-    aspects = config.model.aspects
-    objective = config.model.objective
-    print(f"{len(train_set)} training and {len(dev_set)} dev responses; aspects {aspects}")
+def new_model(config: TrainConfig) -> GraderModel:
+    torch.manual_seed(config.seed)  # every fold, and a rerun, starts from the same LoRA initialisation
+    return GraderModel(config.model)
 
-    model = GraderModel(config.model)
-    targets = torch.tensor([[r.scores[a] for a in aspects] for r in train_set])
+
+def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: Examples, out: Path,
+        select: bool = True) -> tuple[list[dict], Decoded | None]:
+    """Train `model`, measuring `dev_set` after every epoch, and save to `out` the best epoch on dev (`select`)
+    or the last one. Returns the history and the dev predictions of the last epoch."""
+    random.seed(config.seed)
+    aspects, objective = config.model.aspects, config.model.objective
+    targets = torch.tensor([[r.scores[a] for a in aspects] for r in train_set.responses])
+    weights = label_weights(targets, model.scale, config.reweight) if config.reweight else None
     with torch.no_grad():  # start from the training prior: the mean score and the class frequencies
         model.heads.start_from(targets)
+        scored = [w for w in train_set.words if w is not None]
+        if model.word_heads is not None and scored:
+            model.word_heads.regression.bias.copy_(torch.cat(scored).mean(0))
     trainable = [p for p in model.parameters() if p.requires_grad]
     print(f"trainable parameters: {sum(p.numel() for p in trainable):,}; "
           f"audio encoder {'trained (LoRA)' if model.audio_encoder_trainable else 'frozen, outputs cached'}")
 
     started = time.perf_counter()
-    train_audio = [load_audio(r.audio) for r in tqdm(train_set, desc="loading audio", leave=False)]
-    dev_audio = [load_audio(r.audio) for r in tqdm(dev_set, desc="loading dev audio", leave=False)]
-    cache = not model.audio_encoder_trainable
-    if cache:
-        model.eval()
-        states = cached_encodings(model, train_set + dev_set, train_audio + dev_audio, config.cache_dir)
-        train_states, dev_states = states[: len(train_set)], [s.float() for s in states[len(train_set) :]]
-        print(f"encoder outputs for {len(states)} responses ready in {time.perf_counter() - started:.0f} s")
-
-    steps_per_epoch = math.ceil(len(train_set) / config.batch_size)
+    steps_per_epoch = math.ceil(len(train_set.responses) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     warmup = max(1, int(config.warmup * total_steps))
@@ -190,45 +266,100 @@ def train(config: TrainConfig) -> dict:
         print(f"resumed after epoch {first_epoch}")
 
     rng = random.Random(config.seed)
-    prompts = [r.text if config.model.use_text else None for r in train_set]
-    dev_prompts = [r.text if config.model.use_text else None for r in dev_set]
+    use_text = config.model.use_text
+    prompts = [r.text if use_text else None for r in train_set.responses]
+    dev_prompts = [r.text if use_text else None for r in dev_set.responses]
+    dev_states = None if dev_set.states is None else [s.float() for s in dev_set.states]
+    decoded = None
     for epoch in range(first_epoch, config.epochs):
         model.train()
-        batches = length_batches([len(a) for a in train_audio], config.batch_size, shuffle=True,
+        batches = length_batches([len(a) for a in train_set.audio], config.batch_size, shuffle=True,
                                  seed=config.seed * 1000 + epoch)
         progress = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}")
         for batch in progress:
-            audio = batch_audio(model, batch, train_audio, train_states if cache else None)
+            audio = batch_audio(model, batch, train_set.audio, train_set.states)
             batch_prompts = [None if rng.random() < config.text_dropout else prompts[i] for i in batch]
-            loss = train_step(model, audio, batch_prompts, targets[batch], optimizer, objective, schedule)
+            words = [train_set.words[i] if p else None for i, p in zip(batch, batch_prompts)]
+            loss = train_step(model, audio, batch_prompts, targets[batch], optimizer, objective, schedule,
+                              None if weights is None else weights[batch], words, config.word_weight)
             progress.set_postfix(loss=f"{loss:.3f}", lr=f"{schedule.get_last_lr()[0]:.1e}")
 
         model.eval()
-        if dev_set:
-            states = dev_states if cache else encode_audios(model, dev_audio)
-            metrics = dev_metrics(score_states(model, states, dev_prompts), dev_set, aspects, objective)
-            key = selection_key(metrics, aspects, objective)
+        if dev_set.responses:
+            states = dev_states if dev_states is not None else encode_audios(model, dev_set.audio)
+            decoded = score_states(model, states, dev_prompts)
+            metrics = dev_metrics(decoded, dev_set.responses, aspects, objective, dev_set.words,
+                                  config.model.word_aspects)
+            key = selection_key(metrics, aspects, objective) if select else float(epoch)
         else:
             metrics, key = {}, float(epoch)
         history.append({"epoch": epoch + 1, "selection_pcc": key, "metrics": metrics})
         scores = "  ".join(f"{name} pcc {m['pcc']:.3f} rmse {m['rmse']:.3f}" for name, m in metrics.items())
-        print(f"epoch {epoch + 1} dev: {scores}" if dev_set else f"epoch {epoch + 1} done (no dev set)")
+        print(f"epoch {epoch + 1} dev: {scores}" if dev_set.responses else f"epoch {epoch + 1} done (no dev set)")
         info = {"training": asdict(config), "dev_metrics": metrics, "epoch": epoch + 1,
                 "checkpoint_id": f"{out.name}-e{epoch + 1}",
-                "data": {"train": len(train_set), "dev": len(dev_set),
-                         "train_hours": sum(map(len, train_audio)) / SAMPLE_RATE / 3600}}
+                "data": {"train": len(train_set.responses), "dev": len(dev_set.responses),
+                         "train_hours": sum(map(len, train_set.audio)) / SAMPLE_RATE / 3600}}
         if key > best:
             best = key
             model.save(out, **info)
-            print(f"  {f'new best ({key:.3f})' if dev_set else 'epoch'} saved to {out}")
+            print(f"  {f'new best ({key:.3f})' if select and dev_set.responses else 'epoch'} saved to {out}")
         model.save(out / "last", **info)
         torch.save({"model": model.trained_state(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "epoch": epoch, "best": best, "history": history},
                    out / "last" / "trainer.pt")
         (out / "history.json").write_text(json.dumps(history, indent=2))  # every epoch: a stopped run keeps it
-    kept = f"best dev pcc {best:.3f}" if dev_set else "no dev set, the last epoch kept"
+    if decoded is None and dev_set.responses:  # resumed after the last epoch
+        decoded = score_states(model, dev_states or encode_audios(model, dev_set.audio), dev_prompts)
+    kept = f"best dev pcc {best:.3f}" if select and dev_set.responses else "the last epoch kept"
     print(f"done in {time.perf_counter() - started:.0f} s; {kept}; checkpoint {out}")
-    return {"best": best, "history": history}
+    return history, decoded
+
+
+def train(config: TrainConfig) -> dict:
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.folds:
+        return crossval(config)
+    train_set, dev_set = load_responses(config)
+    print(f"{len(train_set)} training and {len(dev_set)} dev responses; aspects {config.model.aspects}")
+    model = new_model(config)
+    data = prepare(config, model, train_set + dev_set)
+    n = len(train_set)
+    history, _ = fit(config, model, data.take(list(range(n))), data.take(list(range(n, n + len(dev_set)))),
+                     Path(config.out))
+    return {"best": max(h["selection_pcc"] for h in history), "history": history}
+
+
+def crossval(config: TrainConfig) -> dict:
+    """k-fold cross-validation by speaker: each fold's model is trained on the other folds' speakers and
+    predicts its own; the out-of-fold predictions cover every response once, from a model that never heard
+    that speaker."""
+    aspects = config.model.aspects
+    responses = read_manifest(config.manifest, aspects)[: config.limit or None]
+    trained = with_rater_means(config, responses)
+    fold_of = speaker_folds(responses, config.folds, config.seed, target=aspects[0])
+    out = Path(config.out)
+    model = new_model(config)
+    data = prepare(config, model, responses)
+    oof: list[Decoded | None] = [None] * len(responses)
+    fold_metrics = []
+    for k in range(config.folds):
+        dev_rows = [i for i, f in enumerate(fold_of) if f == k]
+        train_rows = [i for i, f in enumerate(fold_of) if f != k]
+        train_set = data.take(train_rows)
+        train_set.responses = [trained[i] for i in train_rows]
+        print(f"fold {k + 1}/{config.folds}: {len(train_rows)} training, {len(dev_rows)} held-out responses "
+              f"({len({responses[i].speaker for i in dev_rows})} speakers)")
+        model = model if k == 0 else new_model(config)
+        history, decoded = fit(config, model, train_set, data.take(dev_rows), out / f"fold{k}", select=False)
+        fold_metrics.append(history[-1]["metrics"])
+        for row, i in enumerate(dev_rows):
+            oof[i] = Decoded(decoded.regression[row], decoded.probs[row], decoded.hard[row], decoded.soft[row],
+                             [decoded.words[row]] if decoded.words is not None else None)
+    report = write_crossval(config, responses, fold_of, oof, data.words, fold_metrics, model.scale, out)
+    print_crossval(report)
+    return report
 
 
 def main(argv: list[str] | None = None) -> None:

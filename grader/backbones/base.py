@@ -135,6 +135,11 @@ class Backbone(nn.Module):
     def represent(self, audio: AudioStates, prompts: list[str | None]) -> torch.Tensor:
         raise NotImplementedError
 
+    def represent_words(self, audio: AudioStates, prompts: list[str | None]) -> tuple[torch.Tensor, list]:
+        """represent() plus one state per reference word, for word heads; only backbones that read the text
+        word by word (Whisper's decoder) have them."""
+        raise NotImplementedError(f"{type(self).__name__} has no word states: word heads need the Whisper backbone")
+
     def answer(self, audio: AudioStates, prompts: list[str | None], prompt: AnswerPrompt,
                option_ids: list[int]) -> Answers:
         """The states and the LM head's logits over `option_ids` at each aspect's answer position."""

@@ -74,11 +74,29 @@ class WhisperBackbone(Backbone):
             x = layer(x, mask)
         return AudioStates(encoder.layer_norm(x), lengths)
 
+    MAX_TEXT_TOKENS = 200
+
     def prompt_ids(self, text: str | None) -> list[int]:
         words = self.processor.tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text else []
-        return self.prefix_ids + words[:200] + [self.end_id]
+        return self.prefix_ids + words[: self.MAX_TEXT_TOKENS] + [self.end_id]
+
+    def word_spans(self, text: str) -> list[tuple[int, int]]:
+        """Each whitespace-separated word's token positions [start, end) in prompt_ids(text). Whisper's BPE never
+        joins two words (each word's tokens begin with its space), so word by word gives the same tokens."""
+        tokenizer, start, spans = self.processor.tokenizer, len(self.prefix_ids), []
+        cap = len(self.prefix_ids) + self.MAX_TEXT_TOKENS
+        for word in text.split():
+            end = start + len(tokenizer.encode(" " + word, add_special_tokens=False))
+            spans.append((min(start, cap - 1), max(min(end, cap), min(start, cap - 1) + 1)))
+            start = end
+        return spans
 
     def represent(self, audio: AudioStates, prompts: list[str | None]) -> torch.Tensor:
+        return self.represent_words(audio, prompts)[0]
+
+    def represent_words(self, audio: AudioStates, prompts: list[str | None]) -> tuple[torch.Tensor, list]:
+        """The pooled representation and, per response with a text, each word's mean decoder state over its
+        tokens, (words, d_model) (None without a text): the word heads read the states the sentence heads pool."""
         decoder = self.model.model.decoder
         ids = [self.prompt_ids(p) for p in prompts]
         lengths = torch.tensor([len(i) for i in ids], device=self.device)
@@ -95,7 +113,9 @@ class WhisperBackbone(Backbone):
             x = layer(x, self_mask, states, encoder_attention_mask=cross_mask, use_cache=False)
         x = decoder.layer_norm(x)
         last = x[torch.arange(len(ids), device=self.device), lengths - 1]
-        return self.pool(last, audio)
+        words = [torch.stack([row[a:b].mean(0) for a, b in self.word_spans(p)]) if p and p.split() else None
+                 for row, p in zip(x, prompts)]
+        return self.pool(last, audio), words
 
     answer_lead = " "
 

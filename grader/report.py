@@ -1,0 +1,190 @@
+"""Reports on out-of-fold predictions: metrics, the spread across folds, a table per expert band, and how well
+the review flag finds the misgraded responses. `grader.train --folds K` writes them; this prints and compares.
+
+    python -m grader.report runs/cv-base runs/cv-reweight      # one row per cross-validated run
+    python -m grader.report runs/cv-base --detail              # that run's sentence, band, word and flag tables
+"""
+
+import csv
+import json
+import statistics
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import Response
+from .metrics import score_metrics
+from .model import Decoded, parse_objective
+from .scale import ScoreScale
+
+BANDS = ((0, 3), (4, 5), (6, 7), (8, 10))  # expert score bands, inclusive
+MISGRADED = 2.0  # |prediction - expert| above this is a misgrade the review flag should catch
+
+
+def band_table(predicted, human, bands=BANDS) -> list[dict]:
+    """Per expert band: n, the experts' and the grader's mean, mean absolute error, % off by more than 2."""
+    predicted, human = np.asarray(predicted, float), np.asarray(human, float)
+    rows = []
+    for low, high in bands:
+        rows_in = (human >= low) & (human < high + 1)
+        error = np.abs(predicted[rows_in] - human[rows_in])
+        n = int(rows_in.sum())
+        rows.append({"band": f"{low}–{high}", "n": n, "mean_expert": float(human[rows_in].mean()) if n else None,
+                     "mean_prediction": float(predicted[rows_in].mean()) if n else None,
+                     "mae": float(error.mean()) if n else None,
+                     "off_by_more_than_2": float(100 * (error > MISGRADED).mean()) if n else None})
+    return rows
+
+
+def flag_figures(flagged, predicted, human, threshold: float = MISGRADED) -> dict:
+    """Precision and recall of the review flag for |error| > threshold."""
+    flagged = np.asarray(flagged, bool)
+    wrong = np.abs(np.asarray(predicted, float) - np.asarray(human, float)) > threshold
+    hits = int((flagged & wrong).sum())
+    return {"n": len(flagged), "flagged": int(flagged.sum()), "misgraded": int(wrong.sum()), "caught": hits,
+            "precision": hits / flagged.sum() if flagged.any() else None,
+            "recall": hits / wrong.sum() if wrong.any() else None}
+
+
+def review_flags(oof: Decoded, aspects: list[str], scale: ScoreScale) -> list[list[str]]:
+    """The app's review reasons for each out-of-fold prediction (the same rule the examiner sees)."""
+    from ui.callbacks import review_reasons  # the app's rule; one owner
+    from .inference import AspectScore, Prediction
+
+    return [review_reasons(Prediction({a: AspectScore(float(oof.regression[i, k]), float(oof.soft[i, k]),
+                                                      float(oof.hard[i, k]), oof.probs[i, k].tolist())
+                                       for k, a in enumerate(aspects)}, scale, "oof"))
+            for i in range(len(oof.soft))]
+
+
+def decodings(objective: str) -> list[str]:
+    parts = set(parse_objective(objective))
+    return (["regression"] if "reg" in parts else []) + (["soft", "hard"] if {"ce", "fa"} & parts else [])
+
+
+def write_crossval(config, responses: list[Response], fold_of: list[int], oof: list[Decoded],
+                   words: list[torch.Tensor | None], fold_metrics: list[dict], scale: ScoreScale, out: Path) -> dict:
+    """oof.tsv (one row per response), oof_words.tsv (one per scored word) and cv.json (the figures)."""
+    from .train import dev_metrics
+
+    aspects, word_aspects = config.model.aspects, config.model.word_aspects
+    stacked = Decoded(*(torch.stack([getattr(d, f) for d in oof]) for f in ("regression", "probs", "hard", "soft")),
+                      words=[d.words[0] for d in oof] if oof[0].words is not None else None)
+    metrics = dev_metrics(stacked, responses, aspects, config.model.objective, words, word_aspects)
+    flags = review_flags(stacked, aspects, scale)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "oof.tsv", "w", newline="") as f:
+        w = csv.writer(f, delimiter="\t", lineterminator="\n")
+        w.writerow(["utt_id", "speaker", "fold", *[f"{a}{s}" for a in aspects for s in ("", "_regression", "_soft",
+                                                                                          "_hard")], "review"])
+        for i, r in enumerate(responses):
+            w.writerow([r.utt_id, r.speaker, fold_of[i], *[f"{x:.4g}" for k, a in enumerate(aspects) for x in (
+                r.scores[a], stacked.regression[i, k], stacked.soft[i, k], stacked.hard[i, k])], "; ".join(flags[i])])
+    if stacked.words is not None:
+        with open(out / "oof_words.tsv", "w", newline="") as f:
+            w = csv.writer(f, delimiter="\t", lineterminator="\n")
+            w.writerow(["utt_id", "fold", "word_index", "word", *word_aspects, *[f"{a}_predicted" for a in word_aspects]])
+            for i, r in enumerate(responses):
+                if words[i] is None or stacked.words[i] is None:
+                    continue
+                for j, word in enumerate(r.text.split()):
+                    w.writerow([r.utt_id, fold_of[i], j, word, *[f"{x:g}" for x in words[i][j].tolist()],
+                                *[f"{x:.3f}" for x in stacked.words[i][j].tolist()]])
+    spread = {name: {"mean": statistics.mean(pcc), "sd": statistics.stdev(pcc)}
+              for name in fold_metrics[0] if len(pcc := [m[name]["pcc"] for m in fold_metrics]) > 1}
+    bands = {f"{a}/{d}": band_table(getattr(stacked, d)[:, k].tolist(), [r.scores[a] for r in responses])
+             for k, a in enumerate(aspects) for d in decodings(config.model.objective)}
+    headline = aspects[0]
+    review = {d: flag_figures([bool(x) for x in flags], getattr(stacked, d)[:, 0].tolist(),
+                              [r.scores[headline] for r in responses]) for d in decodings(config.model.objective)}
+    report = {"run": out.name, "folds": config.folds, "speakers": len({r.speaker for r in responses}),
+              "responses": len(responses), "training": asdict(config), "metrics": metrics, "spread": spread,
+              "fold_metrics": fold_metrics, "bands": bands, "review": {"aspect": headline, **review}}
+    (out / "cv.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _f(x, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def headline_decoding(report: dict) -> str:
+    return "soft" if "soft" in decodings(report["training"]["model"]["objective"]) else "regression"
+
+
+def detail_tables(report: dict) -> str:
+    """Markdown: the sentence table (per aspect and decoding), the band table, word-level figures, the flag."""
+    lines = [f"Out of fold: {report['responses']} responses, {report['speakers']} speakers, {report['folds']} folds "
+             f"by speaker (`{report['run']}`).", "",
+             "| aspect | decoding | PCC | per-fold PCC (mean ± sd) | SRC | RMSE | ≤0.5 % | ≤1.0 % |", "|---|---|---|---|---|---|---|---|"]
+    for name, m in report["metrics"].items():
+        if name.startswith("word/"):
+            continue
+        s = report["spread"].get(name, {})
+        lines.append(f"| {name.replace('/', ' | ')} | {_f(m['pcc'])} | {_f(s.get('mean'))} ± {_f(s.get('sd'))} | "
+                     f"{_f(m['src'])} | {_f(m['rmse'])} | {m['within_0_5']:.1f} | {m['within_1_0']:.1f} |")
+    decoding = headline_decoding(report)
+    aspect = report["review"]["aspect"]
+    lines += ["", f"Per expert band ({aspect}, {decoding} decoding):", "",
+              "| expert band | n | experts' mean | grader's mean | MAE | % off by > 2 |", "|---|---|---|---|---|---|"]
+    for row in report["bands"][f"{aspect}/{decoding}"]:
+        off = "-" if row["off_by_more_than_2"] is None else f"{row['off_by_more_than_2']:.1f}"
+        lines.append(f"| {row['band']} | {row['n']} | {_f(row['mean_expert'], 2)} | {_f(row['mean_prediction'], 2)} | "
+                     f"{_f(row['mae'], 2)} | {off} |")
+    words = {k: m for k, m in report["metrics"].items() if k.startswith("word/")}
+    if words:
+        lines += ["", "Word level (every scored reference word, out of fold):", "",
+                  "| word aspect | n words | PCC | per-fold PCC (mean ± sd) | SRC | RMSE |", "|---|---|---|---|---|---|"]
+        for name, m in words.items():
+            s = report["spread"].get(name, {})
+            lines.append(f"| {name[5:]} | {m['n']} | {_f(m['pcc'])} | {_f(s.get('mean'))} ± {_f(s.get('sd'))} | "
+                         f"{_f(m['src'])} | {_f(m['rmse'])} |")
+    r = report["review"][decoding]
+    lines += ["", f"Review flag against |{aspect} error| > {MISGRADED:g} ({decoding}): {r['flagged']} of {r['n']} "
+              f"flagged, {r['misgraded']} misgraded, {r['caught']} caught: precision {_f(r['precision'], 2)}, "
+              f"recall {_f(r['recall'], 2)}."]
+    return "\n".join(lines)
+
+
+def comparison_table(reports: list[dict]) -> str:
+    """Markdown: one row per cross-validated run (headline decoding), for recipe comparisons."""
+    lines = ["| run | total PCC (folds mean ± sd) | RMSE | accuracy | fluency | prosodic | band 0–3 MAE | band 0–3 "
+             "mean | word acc. PCC | word total PCC | flag P / R |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for rep in reports:
+        d, m, s = headline_decoding(rep), rep["metrics"], rep["spread"]
+        a = rep["review"]["aspect"]
+        low = rep["bands"][f"{a}/{d}"][0]
+        pcc = lambda aspect: _f(m.get(f"{aspect}/{d}", {}).get("pcc"))  # noqa: E731
+        r = rep["review"][d]
+        lines.append(f"| {rep['run']} | {_f(m[f'{a}/{d}']['pcc'])} ({_f(s[f'{a}/{d}']['mean'])} ± "
+                     f"{_f(s[f'{a}/{d}']['sd'])}) | {_f(m[f'{a}/{d}']['rmse'])} | {pcc('accuracy')} | {pcc('fluency')} | "
+                     f"{pcc('prosodic')} | {_f(low['mae'], 2)} | {_f(low['mean_prediction'], 2)} | "
+                     f"{_f(m.get('word/accuracy', {}).get('pcc'))} | {_f(m.get('word/total', {}).get('pcc'))} | "
+                     f"{_f(r['precision'], 2)} / {_f(r['recall'], 2)} |")
+    return "\n".join(lines)
+
+
+def print_crossval(report: dict) -> None:
+    print(detail_tables(report))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    detail = "--detail" in args
+    runs = [a for a in args if a != "--detail"]
+    if not runs:
+        raise SystemExit("usage: python -m grader.report RUN_DIR [RUN_DIR ...] [--detail]  (runs of grader.train --folds)")
+    reports = []
+    for run in runs:
+        path = Path(run) / "cv.json"
+        if not path.is_file():
+            raise SystemExit(f"{run} has no cv.json: not a finished `grader.train --folds` run")
+        reports.append(json.loads(path.read_text()))
+    print("\n\n".join(detail_tables(r) for r in reports) if detail else comparison_table(reports))
+
+
+if __name__ == "__main__":
+    main()
