@@ -68,7 +68,11 @@ def main(argv: list[str] | None = None) -> None:
 
     grader, load_error = None, None
     try:
-        grader = Grader.load(config.checkpoint, config.device, config.threads, config.precision)
+        if config.zero_shot:  # logs that its grades are uncalibrated; each grade and card says so too
+            grader = Grader.zero_shot(config.zero_shot, config.zero_shot_scale, device=config.device,
+                                      threads=config.threads, precision=config.precision)
+        else:
+            grader = Grader.load(config.checkpoint, config.device, config.threads, config.precision)
         log.info("checkpoint %s loaded (scale %s)", grader.checkpoint_id, grader.scale.name)
     except FileNotFoundError as error:
         load_error = f"{error} Nothing can be graded until one is available."

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from .audio import load_audio
 from .data import read_manifest, split_by_speaker
-from .inference import Grader
+from .inference import ZERO_SHOT_NOTE, Grader
 from .metrics import score_metrics
 from .options import parse_options
 
@@ -24,6 +24,10 @@ class EvaluateOptions:
     manifest: str = field(default="", metadata={"help": "TSV/CSV manifest with an audio column and score columns"})
     target: str = field(default="total", metadata={"help": "aspect(s) to evaluate, comma-separated"})
     checkpoint: str | None = field(default=None, metadata={"help": "checkpoint folder; default: the shipped grader"})
+    zero_shot: str | None = field(default=None, metadata={
+        "help": "no checkpoint: grade with this instruction-tuned speech LLM (e.g. Qwen/Qwen2-Audio-7B-Instruct) "
+                "through its score-option tokens; uncalibrated"})
+    scale: str = field(default="speechocean762", metadata={"help": "with --zero-shot: the scale to grade on"})
     decoding: str = field(default="soft", metadata={"help": "decoding whose figures go top-level in --json"})
     json: str | None = field(default=None, metadata={"help": "write the metrics here"})
     dev_speakers: int = field(default=0, metadata={"help": "score only the speakers `grader.train --dev-speakers N "
@@ -36,8 +40,12 @@ class EvaluateOptions:
 
 
 def evaluate(options: EvaluateOptions) -> dict:
-    grader = Grader.load(options.checkpoint, threads=options.threads, precision=options.precision,
-                         pad_to_30s=options.pad_to_30s)
+    if options.zero_shot:
+        grader = Grader.zero_shot(options.zero_shot, options.scale, options.target.split(","), threads=options.threads,
+                                  precision=options.precision)
+    else:
+        grader = Grader.load(options.checkpoint, threads=options.threads, precision=options.precision,
+                             pad_to_30s=options.pad_to_30s)
     aspects = options.target.split(",")
     unknown = [a for a in aspects if a not in grader.aspects]
     if unknown:
@@ -60,7 +68,8 @@ def evaluate(options: EvaluateOptions) -> dict:
                 predicted = [getattr(predictions[i].scores[aspect], decoding) for i in rows]
                 results[f"{aspect}/{decoding}/{group}"] = score_metrics(predicted, [responses[i].scores[aspect] for i in rows])
     return {**results[f"{aspects[0]}/{options.decoding}/all"], "checkpoint": grader.checkpoint_id,
-            "manifest": str(options.manifest), "headline": f"{aspects[0]}/{options.decoding}", "all": results}
+            "manifest": str(options.manifest), "headline": f"{aspects[0]}/{options.decoding}", "all": results,
+            **({"uncalibrated": True, "note": ZERO_SHOT_NOTE} if grader.uncalibrated else {})}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     if options.json:
         Path(options.json).write_text(json.dumps(report, indent=2))
         print(f"metrics written to {options.json}")
+    if "note" in report:
+        print(f"note: {report['note']}")
 
 
 if __name__ == "__main__":

@@ -4,22 +4,27 @@ import logging
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .backbones import AudioStates
+from .backbones import AudioStates, BackboneConfig
 from .data import length_batches
 from .model import Decoded, decode
-from .model import GraderModel, read_checkpoint_info
+from .model import GraderModel, LoraOptions, ModelConfig, read_checkpoint_info
 from .scale import ScoreScale
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "default"
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 log = logging.getLogger(__name__)
+ZERO_SHOT_NOTE = ("zero-shot grade: an instruction-tuned speech LLM's answer to the score prompt, never trained on "
+                  "human scores, so it is uncalibrated: not comparable with a trained grader's scores or with "
+                  "examiners' marks until measured against them")
+# What a zero-shot grader scores on each scale when not told: the shipped grader's aspects.
+ZERO_SHOT_ASPECTS = {"speechocean762": ["total", "accuracy", "fluency", "prosodic"], "sandi": ["total"]}
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -87,6 +92,7 @@ class Prediction:
     # empty with `words_note` saying why (no reference text, or a checkpoint without word heads).
     words: list[dict] = field(default_factory=list)
     words_note: str | None = None
+    uncalibrated: bool = False  # a zero-shot grade (Grader.zero_shot): see ZERO_SHOT_NOTE
 
     @property
     def headline(self) -> str:
@@ -102,7 +108,8 @@ class Prediction:
                 "cefr": self.cefr,
                 "scores": {k: {"regression": round(v.regression, 3), "soft": round(v.soft, 3), "hard": v.hard,
                                "probs": [round(p, 4) for p in v.probs]} for k, v in self.scores.items()},
-                "words": self.words} | ({"words_note": self.words_note} if self.words_note else {})
+                "words": self.words} | ({"words_note": self.words_note} if self.words_note else {}) | (
+                    {"uncalibrated": True, "note": ZERO_SHOT_NOTE} if self.uncalibrated else {})
 
 
 class Grader:
@@ -142,6 +149,28 @@ class Grader:
                         "several times slower than fp32; use fp32 here", device, hardware)
         return cls(model, info.get("checkpoint_id", folder.name), info, precision)
 
+    @classmethod
+    def zero_shot(cls, model: str, scale: str = "speechocean762", aspects: list[str] | None = None,
+                  device: str | None = None, threads: int = 0, precision: str = "fp32") -> "Grader":
+        """A grader without a checkpoint: an instruction-tuned speech LLM (`model`: Qwen/Qwen2-Audio-7B-Instruct, a
+        hub id or a local folder) asked the score-token prompt (grader.model.answer_prompt); the grade is its
+        distribution over the option letters. Nothing is trained, so every prediction says it is uncalibrated."""
+        if threads:
+            torch.set_num_threads(threads)
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        backbone = BackboneConfig("qwen2-audio", model, dtype="bfloat16" if device.type == "cuda" else "float32")
+        config = ModelConfig(backbone=backbone, lora=LoraOptions(rank=0), scale=scale, objective="fa", head="tokens",
+                             aspects=aspects or ZERO_SHOT_ASPECTS.get(scale, ["total"]))
+        grader = cls(GraderModel(config).to(device).eval(), f"zero-shot:{model}",
+                     {"zero_shot": True, "model": asdict(config)}, precision)
+        log.warning("grading zero-shot with %s (%s, %s): %s", model, scale, ", ".join(config.aspects), ZERO_SHOT_NOTE)
+        return grader
+
+    @property
+    def uncalibrated(self) -> bool:
+        """A zero-shot grader: no human score ever tuned it."""
+        return bool(self.info.get("zero_shot"))
+
     @property
     def scale(self) -> ScoreScale:
         return self.model.scale
@@ -180,4 +209,4 @@ class Grader:
             aspects = self.model.config.word_aspects
             words = [{"word": word, **{a: round(float(v), 2) for a, v in zip(aspects, row)}}
                      for word, row in zip(prompt.split(), decoded.words[i].tolist())]
-        return Prediction(scores, self.scale, self.checkpoint_id, latency, words, note)
+        return Prediction(scores, self.scale, self.checkpoint_id, latency, words, note, uncalibrated=self.uncalibrated)

@@ -157,3 +157,35 @@ def test_head_options_are_checked(tiny_whisper):
         ModelConfig(head="logits")
     with pytest.raises(ValueError, match="--head pooled"):
         ModelConfig(backbone=BackboneConfig("whisper", tiny_whisper, pooling="last+mean"), head="tokens")
+
+
+def test_zero_shot_grades_and_says_it_is_uncalibrated(tiny_qwen, speech_clip, small_manifest, tmp_path, caplog):
+    """The checkpoint-less grader on the tiny random Qwen2-Audio: the real code path, random weights."""
+    from types import SimpleNamespace
+
+    from grader.evaluate import main as evaluate_main
+    from grader.options import parse_options
+    from ui.cards import result_card
+    from ui.config import AppConfig
+
+    with caplog.at_level("WARNING", logger="grader.inference"):
+        grader = Grader.zero_shot(tiny_qwen, aspects=["total", "fluency"], device="cpu")
+    assert "uncalibrated" in caplog.text and grader.uncalibrated
+    assert not [p for p in grader.model.parameters() if p.requires_grad]  # nothing trained, nothing to train
+    prediction = grader.grade(load_audio(speech_clip), "WE CALL IT BEAR")
+    result = prediction.to_dict()
+    assert result["uncalibrated"] is True and "never trained on human scores" in result["note"]
+    assert result["checkpoint"] == f"zero-shot:{tiny_qwen}" and set(result["scores"]) == {"total", "fluency"}
+    for score in prediction.scores.values():
+        assert sum(score.probs) == pytest.approx(1, abs=1e-5)
+        assert score.regression == pytest.approx(score.soft)  # no regression head: the soft score stands in
+    assert "Uncalibrated" in result_card(SimpleNamespace(prediction=prediction, review=[], response_id=1))
+    assert "uncalibrated" not in Grader.load(None).grade(load_audio(speech_clip)).to_dict()
+
+    report = tmp_path / "zero-shot.json"
+    evaluate_main(["--zero-shot", tiny_qwen, "--manifest", str(small_manifest), "--target", "total",
+                   "--json", str(report)])
+    metrics = json.loads(report.read_text())
+    assert metrics["uncalibrated"] is True and metrics["checkpoint"].startswith("zero-shot:")
+    assert metrics["n"] == len(read_manifest(small_manifest, ["total"]))
+    assert parse_options(AppConfig, ["--zero-shot", tiny_qwen]).zero_shot == tiny_qwen

@@ -5,6 +5,8 @@ Every piece of text that came from the recording, the model's input or the exami
 
 import html
 
+from grader.inference import ZERO_SHOT_NOTE
+
 
 def result_card(graded) -> str:
     """The result as HTML: scores on the checkpoint's scale, CEFR band, sub-scores, and any review warning."""
@@ -21,6 +23,8 @@ def result_card(graded) -> str:
     if graded.review:
         items = "".join(f"<li>{html.escape(r)}</li>" for r in graded.review)
         review = f'<div class="review"><strong>Review recommended</strong><ul>{items}</ul></div>'
+    if p.uncalibrated:
+        review += f'<div class="review"><strong>Uncalibrated</strong><p>{html.escape(ZERO_SHOT_NOTE)}.</p></div>'
     return (f'<div class="card"><div class="headline"><span class="label">{html.escape(p.headline)}</span>'
             f'<span class="score">{head.regression:.1f}</span>'
             f'<span class="of">regression score · soft {head.soft:.1f} · scale {scale.min:g}–{scale.max:g} '

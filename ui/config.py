@@ -18,6 +18,10 @@ class AppConfig:
 
     checkpoint: str | None = field(default=None, metadata={"help": "grader checkpoint folder; default: "
                                                                    "checkpoints/default"})
+    zero_shot: str | None = field(default=None, metadata={
+        "help": "no checkpoint: grade zero-shot with this instruction-tuned speech LLM (e.g. "
+                "Qwen/Qwen2-Audio-7B-Instruct; needs a GPU and the hub or a local copy); uncalibrated"})
+    zero_shot_scale: str = field(default="speechocean762", metadata={"help": "with --zero-shot: the scale to grade on"})
     db: str | None = field(default=None, metadata={"help": "SQLAlchemy URL or SQLite file; default: $DATABASE_URL, "
                                                            "else DATA_DIR/grades.db"})
     data_dir: str = field(default="data", metadata={"help": "private folder for the database (never served)"})
