@@ -1,5 +1,6 @@
-"""Shared fixtures. Tests that need the speechocean762 data find it beside the repo and skip
-with a clear reason where it is absent (a user's clone has no ../shared)."""
+"""Shared fixtures. Real speech comes from the 36 speechocean762 clips bundled in tests/data/speechocean762 (same
+layout and columns as the corpus), so a fresh clone tests itself. The few tests that need the whole corpus (2,500
+clips) find it beside the repo and skip with a clear reason where it is absent (a user's clone has no ../shared)."""
 
 import os
 import socket
@@ -17,19 +18,31 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SPEECHOCEAN = REPO.parent / "shared" / "data" / "speechocean762-train"
+CLIPS = REPO / "tests" / "data" / "speechocean762"
 
 
 @pytest.fixture(scope="session")
 def speechocean_dir() -> Path:
+    """The whole speechocean762 train split (2,500 clips), only for tests that need the corpus, not a few clips."""
     if not (SPEECHOCEAN / "labels.tsv").is_file():
-        pytest.skip(f"speechocean762 data not found at {SPEECHOCEAN}")
+        pytest.skip(f"needs the full speechocean762 corpus, not found at {SPEECHOCEAN} "
+                    f"(a clone has only the 36 clips in tests/data/speechocean762)")
     return SPEECHOCEAN
 
 
 @pytest.fixture(scope="session")
-def speech_clip(speechocean_dir) -> Path:
+def speechocean_clips() -> Path:
+    """36 real speechocean762 clips shipped with the tests (12 speakers, 3 each: 8 rated 8-10 for accuracy, 4 rated
+    3-4), with their labels.tsv, words.tsv and raters.tsv rows: the corpus's layout, audio paths relative to it."""
+    if not (CLIPS / "labels.tsv").is_file():
+        pytest.fail(f"the bundled test clips are missing from {CLIPS}")
+    return CLIPS
+
+
+@pytest.fixture(scope="session")
+def speech_clip(speechocean_clips) -> Path:
     """A real 2.6-s read-aloud clip: 'WE CALL IT BEAR'."""
-    return speechocean_dir / "audio" / "000010011.flac"
+    return speechocean_clips / "audio" / "000010011.flac"
 
 
 @pytest.fixture(scope="session")
@@ -72,16 +85,9 @@ def tiny_qwen(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def small_manifest(speechocean_dir, tmp_path_factory):
-    """48 real utterances from 12 speakers, as a manifest whose audio paths point into the shared data."""
-    lines = (speechocean_dir / "labels.tsv").read_text().splitlines()
-    header, rows = lines[0], lines[1:]
-    speakers = sorted({r.split("\t")[2] for r in rows})[:12]
-    chosen = [r for r in rows if r.split("\t")[2] in speakers]
-    chosen = [r for s in speakers for r in [c for c in chosen if c.split("\t")[2] == s][:4]]
-    path = tmp_path_factory.mktemp("manifest") / "labels.tsv"
-    path.write_text("\n".join([header] + [r.replace("audio/", f"{speechocean_dir}/audio/", 1) for r in chosen]) + "\n")
-    return path
+def small_manifest(speechocean_clips) -> Path:
+    """36 real utterances from 12 speakers, 3 each: the bundled clips' labels.tsv, audio paths relative to it."""
+    return speechocean_clips / "labels.tsv"
 
 
 @pytest.fixture(scope="session")

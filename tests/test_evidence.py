@@ -31,13 +31,13 @@ def grader() -> Grader:
 
 
 @pytest.fixture(scope="module")
-def labels(speechocean_dir) -> list[dict]:
-    with open(speechocean_dir / "labels.tsv", newline="") as f:
+def labels(speechocean_clips) -> list[dict]:
+    with open(speechocean_clips / "labels.tsv", newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
-def clip(speechocean_dir, utt_id: str) -> np.ndarray:
-    return load_audio(speechocean_dir / "audio" / f"{utt_id}.flac")
+def clip(folder, utt_id: str) -> np.ndarray:
+    return load_audio(folder / "audio" / f"{utt_id}.flac")
 
 
 def background(audio: np.ndarray, seconds: float) -> np.ndarray:
@@ -46,13 +46,14 @@ def background(audio: np.ndarray, seconds: float) -> np.ndarray:
     return np.tile(lead, int(np.ceil(seconds * SAMPLE_RATE / len(lead))))[: int(seconds * SAMPLE_RATE)]
 
 
-def test_speech_rate_matches_the_reference_text(grader, labels, speechocean_dir):
+def test_speech_rate_matches_the_reference_text(grader, labels, speechocean_clips):
     """Words per minute from the transcript against the reference text's word count over the same speaking span,
-    on 12 clips the experts rated 8+ for accuracy (every 50th clip of the corpus with that rating)."""
-    chosen = [r for r in labels[::50] if int(r["accuracy"]) >= 8][:12]
+    on 12 clips the experts rated 8+ for accuracy (every other bundled clip with that rating: 8 speakers)."""
+    chosen = [r for r in labels if int(r["accuracy"]) >= 8][::2]
+    assert len(chosen) == 12
     errors = []
     for row in chosen:
-        evidence = build_evidence(grader, clip(speechocean_dir, row["utt_id"]))
+        evidence = build_evidence(grader, clip(speechocean_clips, row["utt_id"]))
         m = evidence["measures"]
         expected = 60 * len(spoken_words(row["text"])) / m["span_s"]
         errors.append(abs(m["speech_rate_wpm"] / expected - 1))
@@ -62,8 +63,8 @@ def test_speech_rate_matches_the_reference_text(grader, labels, speechocean_dir)
     assert within >= 8 and np.median(errors) <= 0.05, [round(e, 2) for e in errors]
 
 
-def test_silence_around_the_speech_does_not_change_the_rates(grader, speechocean_dir):
-    audio = clip(speechocean_dir, "000360013")  # "IT'S JUST SO HARD TO PICTURE"
+def test_silence_around_the_speech_does_not_change_the_rates(grader, speechocean_clips):
+    audio = clip(speechocean_clips, "000360013")  # "IT'S JUST SO HARD TO PICTURE"
     padded = np.concatenate([background(audio, 1.5), audio, background(audio, 1.0)])
     plain, more = (build_evidence(grader, a)["measures"] for a in (audio, padded))
     assert more["duration_s"] == pytest.approx(plain["duration_s"] + 2.5, abs=0.01)
@@ -71,8 +72,8 @@ def test_silence_around_the_speech_does_not_change_the_rates(grader, speechocean
     assert more["speech_rate_wpm"] == pytest.approx(plain["speech_rate_wpm"], rel=0.05)
 
 
-def test_an_inserted_second_of_silence_is_found_where_it_was_put(grader, speechocean_dir):
-    audio = clip(speechocean_dir, "020590164")  # "I KNOW HOW TO PROGRAM", no pause of its own
+def test_an_inserted_second_of_silence_is_found_where_it_was_put(grader, speechocean_clips):
+    audio = clip(speechocean_clips, "020590164")  # "I KNOW HOW TO PROGRAM", no pause of its own
     longest = max(speech_segments(at_typical_level(audio)), key=lambda s: s.end - s.start)
     at = (longest.start + longest.end) / 2  # inside speech, so the inserted second is the whole pause there
     cut = int(at * SAMPLE_RATE)
@@ -111,8 +112,8 @@ def test_word_alignment_finds_each_kind_of_edit():
     assert [o.heard for o in align("well-known", ["Well-", "known."])] == [0, 1]
 
 
-def test_reference_comparison_on_real_speech(grader, speechocean_dir):
-    audio = clip(speechocean_dir, "000360013")
+def test_reference_comparison_on_real_speech(grader, speechocean_clips):
+    audio = clip(speechocean_clips, "000360013")
     assert transcribe(grader, audio).text == "It's just so hard to picture."
     evidence = build_evidence(grader, audio, "IT'S JUST SO VERY HARD TO CAPTURE")
     ref = evidence["reference"]
@@ -127,15 +128,16 @@ def test_reference_comparison_on_real_speech(grader, speechocean_dir):
     assert json.loads(json.dumps(evidence)) == evidence and evidence["version"] == 1
 
 
-def test_phone_detail_tells_good_readers_from_weak_ones(labels, speechocean_dir):
-    """Mean phone accuracy of the reference words (hama's recogniser against the dictionary) over 10 clips the
-    experts rated 9+ for accuracy, and 10 rated 4 or less."""
+def test_phone_detail_tells_good_readers_from_weak_ones(labels, speechocean_clips):
+    """Mean phone accuracy of the reference words (hama's recogniser against the dictionary) over the 23 bundled
+    clips the experts rated 9+ for accuracy (8 speakers), and the 12 rated 4 or less (4 other speakers)."""
     def accuracy(row) -> float:
-        detail = phones.compare(spoken_words(row["text"]), phones.recognise(clip(speechocean_dir, row["utt_id"])))
+        detail = phones.compare(spoken_words(row["text"]), phones.recognise(clip(speechocean_clips, row["utt_id"])))
         return float(np.mean([w.accuracy for w in detail if w]))
 
-    good = [accuracy(r) for r in [r for r in labels if int(r["accuracy"]) >= 9][::40][:10]]
-    weak = [accuracy(r) for r in [r for r in labels if int(r["accuracy"]) <= 4][::4][:10]]
+    good = [accuracy(r) for r in labels if int(r["accuracy"]) >= 9]
+    weak = [accuracy(r) for r in labels if int(r["accuracy"]) <= 4]
+    assert (len(good), len(weak)) == (23, 12)
     assert np.mean(good) > np.mean(weak) + 0.15, (np.mean(good), np.mean(weak))
 
 
@@ -148,8 +150,8 @@ def test_phone_comparison_counts_only_real_differences():
     assert (two.heard, two.errors) == (["t", "u", "u"], 1)
 
 
-def test_transcribing_leaves_the_scores_and_the_model_as_they_were(grader, speechocean_dir):
-    audio = clip(speechocean_dir, "000010011")
+def test_transcribing_leaves_the_scores_and_the_model_as_they_were(grader, speechocean_clips):
+    audio = clip(speechocean_clips, "000010011")
     model = grader.model.backbone.model
     trainable = {n for n, p in grader.model.named_parameters() if p.requires_grad}
     attention = model.config._attn_implementation
@@ -161,12 +163,12 @@ def test_transcribing_leaves_the_scores_and_the_model_as_they_were(grader, speec
     assert model.config._attn_implementation == attention
 
 
-def test_evidence_is_stored_listed_and_exported_with_its_grade(grader, speechocean_dir, tmp_path):
+def test_evidence_is_stored_listed_and_exported_with_its_grade(grader, speechocean_clips, tmp_path):
     config = AppConfig(data_dir=str(tmp_path / "data"), db=str(tmp_path / "grades.db"))
     (tmp_path / "work").mkdir()
     with Database.open(config.database_url) as db:
         services = cb.Services(config, grader, db, workdir=tmp_path / "work")
-        path = speechocean_dir / "audio" / "000360013.flac"
+        path = speechocean_clips / "audio" / "000360013.flac"
         graded = cb.grade_file(services, path, "cand-9", "read aloud", "IT'S JUST SO HARD TO PICTURE")
         found = cb.evidence_for(services, path, graded.grade_id)
         stored = db.grade(graded.grade_id)
@@ -185,21 +187,21 @@ def test_evidence_is_stored_listed_and_exported_with_its_grade(grader, speechoce
         w = found.evidence["transcript"]["words"][3]
         assert rate == SAMPLE_RATE and len(samples) == pytest.approx((w["end"] - w["start"] + 0.1) * rate, abs=2)
 
-        other = speechocean_dir / "audio" / "000010011.flac"
+        other = speechocean_clips / "audio" / "000010011.flac"
         with pytest.raises(gr.Error, match="not the one graded"):
             cb.evidence_for(services, other, graded.grade_id)
 
 
-def test_evidence_html_escapes_what_it_shows(grader, speechocean_dir):
-    evidence = build_evidence(grader, clip(speechocean_dir, "000360013"), "IT'S <b>JUST</b> SO HARD")
+def test_evidence_html_escapes_what_it_shows(grader, speechocean_clips):
+    evidence = build_evidence(grader, clip(speechocean_clips, "000360013"), "IT'S <b>JUST</b> SO HARD")
     evidence["transcript"]["words"][0]["text"] = "<script>alert(1)</script>"
     panel = evidence_html(evidence)
     assert "<script>" not in panel and "&lt;script&gt;" in panel and "<b>" not in panel
 
 
-def test_predict_prints_the_evidence_beside_the_scores(speechocean_dir, capsys):
+def test_predict_prints_the_evidence_beside_the_scores(speechocean_clips, capsys):
     from grader.predict import main
 
-    main([str(speechocean_dir / "audio" / "000360013.flac"), "--text", "IT'S JUST SO HARD TO PICTURE", "--evidence"])
+    main([str(speechocean_clips / "audio" / "000360013.flac"), "--text", "IT'S JUST SO HARD TO PICTURE", "--evidence"])
     out = json.loads(capsys.readouterr().out)
     assert "total" in out["scores"] and out["evidence"]["reference"]["counts"]["correct"] == 6

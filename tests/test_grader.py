@@ -128,10 +128,10 @@ def test_train_resume_save_load_and_evaluate(tiny_whisper, small_manifest, tmp_p
     evaluate_main(["--checkpoint", str(out), "--manifest", str(small_manifest), "--target", "total",
                    "--json", str(report)])
     metrics = json.loads(report.read_text())
-    assert {"rmse", "pcc", "src", "krc", "within_0_5", "within_1_0"} <= set(metrics) and metrics["n"] == 48
+    assert {"rmse", "pcc", "src", "krc", "within_0_5", "within_1_0"} <= set(metrics) and metrics["n"] == 36
     evaluate_main(["--checkpoint", str(out), "--manifest", str(small_manifest), "--dev-speakers", "3",
                    "--json", str(report)])
-    assert json.loads(report.read_text())["n"] == 12  # the 3 speakers training held out, 4 responses each
+    assert json.loads(report.read_text())["n"] == 9  # the 3 speakers training held out, 3 responses each
 
 
 def test_bf16_and_30s_window_grade_the_same_response_closely(tiny_checkpoint, speech_clip):
@@ -180,23 +180,25 @@ def test_manifest_errors(tmp_path, speech_clip):
         read_manifest(missing, ["fluency"])
 
 
-def test_shared_manifest_reads_as_is(speechocean_dir):
-    responses = read_manifest(speechocean_dir / "labels.tsv", ["total", "accuracy", "fluency", "prosodic"])
-    assert len(responses) == 2500 and responses[0].text == "WE CALL IT BEAR" and responses[0].speaker == "0001"
-    train, dev = split_by_speaker(responses, 25)
+def test_corpus_manifest_reads_as_is(speechocean_clips):
+    """The corpus's own labels.tsv (here the bundled clips' rows of it, same columns) reads without conversion."""
+    responses = read_manifest(speechocean_clips / "labels.tsv", ["total", "accuracy", "fluency", "prosodic"])
+    assert len(responses) == 36 and responses[0].text == "WE CALL IT BEAR" and responses[0].speaker == "0001"
+    assert responses[0].audio == speechocean_clips / "audio" / "000010011.flac" and responses[0].duration == 2.58
+    train, dev = split_by_speaker(responses, 3)
     assert not {r.speaker for r in train} & {r.speaker for r in dev}
-    assert len({r.speaker for r in dev}) == 25
+    assert len({r.speaker for r in dev}) == 3
     batches = length_batches([r.duration for r in responses], 16, shuffle=True)
-    assert sorted(i for b in batches for i in b) == list(range(2500))
+    assert sorted(i for b in batches for i in b) == list(range(36))
 
 
-def test_rater_means_replace_training_labels_only(speechocean_dir):
+def test_rater_means_replace_training_labels_only(speechocean_clips):
     """The fair average: 000010011's five totals are 7.6, 9, ... (labels.tsv says 8, the floor of the median)."""
     aspects = ["total", "fluency"]
-    means = read_rater_means(speechocean_dir / "raters.tsv", aspects)
-    assert len(means) == 2500 and means["000010011"]["total"] != 8.0
-    config = TrainConfig(manifest=str(speechocean_dir / "labels.tsv"), model=ModelConfig(aspects=aspects),
-                         rater_scores=str(speechocean_dir / "raters.tsv"))
+    means = read_rater_means(speechocean_clips / "raters.tsv", aspects)
+    assert len(means) == 36 and means["000010011"]["total"] != 8.0
+    config = TrainConfig(manifest=str(speechocean_clips / "labels.tsv"), model=ModelConfig(aspects=aspects),
+                         rater_scores=str(speechocean_clips / "raters.tsv"), dev_speakers=3)
     train, dev = load_responses(config)
     assert all(r.scores == means[r.utt_id] for r in train)
     assert all(r.scores["total"].is_integer() for r in dev)  # dev keeps the labels it is measured against

@@ -83,17 +83,17 @@ def test_conversion_loads_completely(whisper):
     assert tokenizer.convert_tokens_to_ids("<|0.00|>") == 50363 + offset  # timestamps follow the special tokens
 
 
-def test_greedy_transcripts_match_ctranslate2(whisper, speechocean_dir):
+def test_greedy_transcripts_match_ctranslate2(whisper, speechocean_clips):
     tokenizer = whisper.processor.tokenizer
     eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     prompt = ["<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
     if whisper.name == "tiny.en":
         prompt = [prompt[0], prompt[-1]]
-    with open(speechocean_dir / "labels.tsv", newline="") as file:
+    with open(speechocean_clips / "labels.tsv", newline="") as file:
         references = {row["utt_id"]: row["text"] for row in csv.DictReader(file, delimiter="\t")}
     similarity = []
     for clip in CLIPS:
-        mel = features(whisper, speechocean_dir / "audio" / f"{clip}.flac")
+        mel = features(whisper, speechocean_clips / "audio" / f"{clip}.flac")
         with torch.inference_mode():
             ours = [t for t in whisper.model.generate(mel)[0].tolist() if t < eot]  # default generation config
         theirs = whisper.ct2.generate(ctranslate2.StorageView.from_array(mel.numpy()),
@@ -105,9 +105,9 @@ def test_greedy_transcripts_match_ctranslate2(whisper, speechocean_dir):
     assert np.mean(similarity) > 0.7, similarity
 
 
-def test_encoder_matches_ctranslate2(whisper, speechocean_dir):
+def test_encoder_matches_ctranslate2(whisper, speechocean_clips):
     for clip in CLIPS[:2]:
-        mel = features(whisper, speechocean_dir / "audio" / f"{clip}.flac")
+        mel = features(whisper, speechocean_clips / "audio" / f"{clip}.flac")
         with torch.inference_mode():
             ours = whisper.model.model.encoder(mel).last_hidden_state.numpy()
         theirs = np.array(whisper.ct2.encode(ctranslate2.StorageView.from_array(mel.numpy()), to_cpu=True))
