@@ -1,9 +1,11 @@
 """Start the grader web app: `python app.py` (defaults), `python app.py --help` (options).
 
-Uploads go to a private temp folder, removed at exit; the data folder (database, kept audio) is never served.
+Uploads go to a private temp folder, removed at exit (and at the next start, after a crash); the data folder
+(database, kept audio) is never served.
 """
 
 import atexit
+import fcntl
 import logging
 import os
 import shutil
@@ -13,7 +15,6 @@ import tempfile
 from pathlib import Path
 
 from grader.options import parse_options
-from storage.outbox import outbox_path
 from ui.config import AppConfig, check_login, read_users
 
 log = logging.getLogger("grader.app")
@@ -40,14 +41,23 @@ def run_evidence(grader, audio, reference_text):
     return build_evidence(grader, audio, reference_text)
 
 
-def private_paths(config: AppConfig) -> list[str]:
-    """Never served, whatever a URL asks for: the data folder and the database file (with its outbox) wherever
-    it is. Only Gradio's own upload cache is served anyway (allowed_paths is empty); this is the second lock."""
-    paths = [Path(config.data_dir)]
-    if "://" not in config.database_url or config.database_url.startswith("sqlite:///"):
-        db = Path(config.database_url.removeprefix("sqlite:///"))
-        paths += [db, outbox_path(db)]
-    return [str(p.resolve()) for p in paths]
+def upload_folder() -> Path:
+    """A private temp folder (mode 0700) for this run's uploads, locked while the app lives. Folders of earlier
+    runs whose app died without removing them (SIGKILL, a crash, a power cut) are unlocked: they are removed here.
+    The lock is an flock, released by the kernel when its process dies, so a reused pid cannot keep it."""
+    for stale in Path(tempfile.gettempdir()).glob("grader-uploads-*"):
+        try:
+            with open(stale / ".lock") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(stale, ignore_errors=True)
+                log.info("removed %s, left by an app that did not stop cleanly", stale)
+        except OSError:  # locked by a running app, not ours to open, or without a lock (not made by this code)
+            continue
+    folder = Path(tempfile.mkdtemp(prefix="grader-uploads-"))
+    lock = open(folder / ".lock", "w")  # held open (and locked) until the process ends
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    atexit.register(lock.close)
+    return folder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -56,15 +66,18 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     config = parse_options(AppConfig, argv)
     users = read_users(config)
-    workdir = Path(tempfile.mkdtemp(prefix="grader-uploads-"))  # mode 0700: private to this user
+    workdir = upload_folder()
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: Gradio closes, atexit cleans up
     os.environ["GRADIO_TEMP_DIR"] = str(workdir)  # before gradio is imported: uploads land here
 
+    from starlette.middleware import Middleware
+
     from grader.inference import Grader
-    from storage import Database
+    from storage import Database, StorageError
     from ui.app import CSS, build_app
     from ui.callbacks import Services
+    from ui.login import LoginGuard
 
     grader, load_error = None, None
     try:
@@ -77,15 +90,21 @@ def main(argv: list[str] | None = None) -> None:
     except FileNotFoundError as error:
         load_error = f"{error} Nothing can be graded until one is available."
         log.error("no checkpoint: %s", load_error)
-    db = Database.open(config.database_url)
+    try:
+        db = Database.open(config.database_url, outbox=config.outbox_file)
+    except StorageError as error:  # damaged, missing with overrides waiting for it, unreachable: say so, touch nothing
+        log.error("the app did not start: %s.", error)
+        return 2
     services = Services(config, grader, db, workdir=workdir, load_error=load_error, run_model=run_model,
                         run_evidence=run_evidence)
     demo = build_app(services, auth=bool(users))
     demo.queue(default_concurrency_limit=config.concurrency, max_size=64)
+    guard = [Middleware(LoginGuard, session_s=config.session_hours * 3600)] if users else []
     demo.launch(server_name=config.host, server_port=config.port, share=config.share,
                 auth=check_login(users) if users else None, auth_message="Examiner login",
-                allowed_paths=[], blocked_paths=private_paths(config),
-                max_file_size=f"{config.max_upload_mb:g}mb", css=CSS, footer_links=["api", "gradio"])
+                allowed_paths=[], blocked_paths=[str(p) for p in config.private_paths],
+                max_file_size=f"{config.max_upload_mb:g}mb", css=CSS, footer_links=["api", "gradio"],
+                app_kwargs={"middleware": guard})
 
 
 if __name__ == "__main__":

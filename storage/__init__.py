@@ -8,9 +8,10 @@
 """
 
 from .database import Database, Receipt
-from .errors import DatabaseFull, DatabaseLocked, DatabaseReadOnly, DatabaseUnavailable, StorageError
+from .errors import (DatabaseCorrupt, DatabaseFull, DatabaseGone, DatabaseLocked, DatabaseReadOnly,
+                     DatabaseUnavailable, StorageError)
 from .models import AGREEMENTS, Base, Grade, Override, Response
 from .outbox import outbox_path
 
-__all__ = ["AGREEMENTS", "Base", "Database", "DatabaseFull", "DatabaseLocked", "DatabaseReadOnly",
-           "DatabaseUnavailable", "Grade", "Override", "Receipt", "Response", "StorageError", "outbox_path"]
+__all__ = ["AGREEMENTS", "Base", "Database", "DatabaseCorrupt", "DatabaseFull", "DatabaseGone", "DatabaseLocked",
+           "DatabaseReadOnly", "DatabaseUnavailable", "Grade", "Override", "Receipt", "Response", "StorageError", "outbox_path"]

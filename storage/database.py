@@ -6,7 +6,13 @@ override survives a power cut or an OS crash, not only a crash of the app (which
 one fsync, a few milliseconds, per write, which an examiner clicking "save" never notices.
 
 An override that cannot be written (database locked, read-only, disk full, unreachable) goes to a durable outbox
-file beside the database and is replayed later, so an override the examiner was told is saved is never lost.
+file (beside the database unless put elsewhere) and is replayed later, so an override the examiner was told is saved
+is never lost.
+
+The app never opens the SQLite file itself (closing any descriptor of it would drop SQLite's POSIX locks, and another
+process could then delete the WAL under it), and before a write commits it checks that the file, and its WAL, are
+still the ones it opened: a write into a deleted or replaced file would vanish at the next start, so from then on
+nothing is acknowledged as stored until the app restarts. A damaged file is refused at open, and left as it is.
 """
 
 import logging
@@ -24,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, aliased
 
 from .engine import Synchronous, make_engine, migrate, sqlite_path
-from .errors import StorageError, storage_error
+from .errors import DatabaseCorrupt, DatabaseGone, DatabaseUnavailable, StorageError, storage_error
 from .export import history_row, write_history_csv
 from .models import AGREEMENTS, Grade, Override, Response, utcnow
 from .outbox import Outbox, outbox_path
@@ -33,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PATH = REPO / "data" / "grades.db"
 log = logging.getLogger(__name__)
 QUEUED = "your override was kept and will be retried"
+RECORD_FIELDS = ("override_uuid", "grade_id", "examiner", "final_score", "agreement", "reason_code", "comment",
+                 "created_at")
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,11 @@ class Database:
         self.engine = engine
         self.outbox = outbox
         self._writer = engine.execution_options(write=True)
+        self.path = sqlite_path(str(engine.url))
+        self.gone: Path | None = None  # set once the file (or its WAL) is found deleted or replaced
+        self._file: tuple[int, int] | None = None  # the opened SQLite file's (device, inode)
+        self._wal: tuple[int, int] | None = None  # its WAL's, as of the last commit; None after a connection closed
+        self._uses_wal = False
 
     @classmethod
     def open(cls, url: str | Path | None = None, *, outbox: str | Path | None = None, busy_timeout_s: float = 10.0,
@@ -69,14 +82,63 @@ class Database:
             url = f"sqlite:///{Path(url).resolve()}"
         path = sqlite_path(url)
         outbox = outbox or (path and outbox_path(path))
-        db = cls(make_engine(url, busy_timeout_s, synchronous), Outbox(outbox) if outbox else None)
+        queue = Outbox(outbox, check=check_record) if outbox else None
+        if path and not path.exists():
+            if queue and (waiting := len(queue.read())):
+                raise DatabaseUnavailable(
+                    f"restore it from a backup before starting, or move the outbox away to start an empty database",
+                    detail=f"there is no database at {path}, but the outbox {queue.path} holds {waiting} override(s) "
+                           "made for it")
+            log.info("no database at %s: creating a new one", path)
+        db = cls(make_engine(url, busy_timeout_s, synchronous), queue)
         try:
+            if path and path.exists():
+                db._check_integrity()
             migrate(db.engine)
-        except sa.exc.OperationalError as error:
+            if path:
+                db._watch()
+        except sa.exc.DatabaseError as error:
             db.close()
-            raise storage_error(error) from error
+            raise storage_error(error, f"{path or 'the database'} was left as it is" if path else "") from error
+        except StorageError:
+            db.close()
+            raise
         db.flush_outbox()
         return db
+
+    def _check_integrity(self) -> None:
+        """Refuse a damaged file before anything is written to it (PRAGMA quick_check: every page, in O(N))."""
+        with self.engine.connect() as connection:
+            problems = [row[0] for row in connection.exec_driver_sql("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise DatabaseCorrupt(f"{self.path} was left as it is: recover it or restore a backup (README, Backups)",
+                                  detail=f"{len(problems)} problem(s), first: {problems[0]}")
+
+    def _watch(self) -> None:
+        """Remember the file opened, to notice it being deleted or replaced (_check_files)."""
+        with self.engine.connect() as connection:
+            self._uses_wal = connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        self._file = _identity(self.path)
+        sa.event.listen(self.engine, "close", lambda *_: setattr(self, "_wal", None))  # SQLite may drop the WAL
+
+    def _check_files(self, fate: str) -> None:
+        """Inside a write transaction, before it commits: the SQLite file and its WAL must still be the ones this
+        process writes to. The WAL exists while any connection is in a transaction, and keeps its inode while this
+        process holds a connection; a missing or new one means another process deleted it under us."""
+        if self._file is None:
+            return
+        if self.gone is None:
+            wal = _identity(self.path.with_name(self.path.name + "-wal")) if self._uses_wal else None
+            if _identity(self.path) != self._file:
+                self.gone = self.path
+            elif self._uses_wal and (wal is None or self._wal not in (None, wal)):
+                self.gone = self.path.with_name(self.path.name + "-wal")
+            else:
+                self._wal = wal
+                return
+            log.error("%s was deleted or replaced while the app ran: nothing is acknowledged as stored until the "
+                      "database is back and the app restarts", self.gone)
+        raise DatabaseGone(fate)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -90,13 +152,18 @@ class Database:
     @contextmanager
     def _session(self, write: bool = False, fate: str = "") -> Iterator[Session]:
         """A transaction, committed on leaving; database failures come out as StorageError."""
+        if write and self.gone:
+            raise DatabaseGone(fate)
         try:
             with Session(self._writer if write else self.engine, expire_on_commit=False) as session, session.begin():
                 yield session
-        except sa.exc.OperationalError as error:
-            raise storage_error(error, fate) from error
+                if write:
+                    session.flush()
+                    self._check_files(fate)
         except sa.exc.IntegrityError as error:
             raise ValueError(f"the database refused the record: {error.orig}") from error
+        except sa.exc.DatabaseError as error:  # locked, read-only, full, unreachable, damaged
+            raise storage_error(error, fate) from error
 
     def _add(self, row: Response | Grade | Override, fate: str) -> int:
         with self._session(write=True, fate=fate) as session:
@@ -154,7 +221,10 @@ class Database:
                                   "please try again") from outbox_error
             return Receipt(record["override_uuid"], None, error)
         if self.outbox:
-            self.flush_outbox()  # the database takes writes again: send what waited
+            try:
+                self.flush_outbox()  # the database takes writes again: send what waited
+            except Exception as flush_error:  # this override is stored: say so, whatever became of the others
+                log.warning("outbox not flushed after override %s: %s", receipt.uuid, type(flush_error).__name__)
         return receipt
 
     def _store_override(self, record: dict[str, Any]) -> int:
@@ -260,6 +330,39 @@ def override_record(grade_id: int, *, examiner: str, final_score: float, agreeme
     return {"override_uuid": str(uuid.uuid4()), "grade_id": int(grade_id), "examiner": examiner,
             "final_score": float(final_score), "agreement": agreement, "reason_code": reason_code, "comment": comment,
             "created_at": utcnow().isoformat()}
+
+
+def check_record(record: Any) -> None:
+    """An outbox line must be what override_record makes. The error names the field at fault, never its value
+    (an examiner's text), since it goes to the log."""
+    if not isinstance(record, dict):
+        raise TypeError("not a JSON object")
+    if missing := [f for f in RECORD_FIELDS if f not in record]:
+        raise ValueError(f"no {', '.join(missing)}")
+    if len(record) != len(RECORD_FIELDS):
+        raise ValueError(f"{len(record) - len(RECORD_FIELDS)} unknown field(s)")
+    checks = {"override_uuid": lambda v: str(uuid.UUID(v)) == v, "grade_id": lambda v: type(v) is int and v > 0,
+              "created_at": lambda v: datetime.fromisoformat(v).tzinfo is not None}
+    for name, valid in checks.items():
+        try:
+            ok = valid(record[name])
+        except (TypeError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise ValueError(f"invalid {name}")
+    try:
+        override_record(record["grade_id"], **{k: record[k] for k in RECORD_FIELDS[2:7]})
+    except (TypeError, ValueError):
+        raise ValueError("invalid examiner, final_score, agreement, reason_code or comment") from None
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """A file's (device, inode), from stat (which, unlike opening it, leaves SQLite's locks alone); None if absent."""
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def latest_overrides(*partition: sa.orm.InstrumentedAttribute[Any],

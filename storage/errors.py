@@ -32,9 +32,21 @@ class DatabaseUnavailable(StorageError):
     """Cannot open or reach the database: a missing folder, an I/O error, a server that does not answer."""
 
 
+class DatabaseCorrupt(StorageError):
+    reason = "the database file is damaged or is not a SQLite database"
+
+
+class DatabaseGone(StorageError):
+    """The file the app opened was deleted or replaced under it: what it writes there is lost at the next start."""
+
+    reason = ("the database file or its WAL was deleted or replaced while the app ran (put the database back if it "
+              "is gone, then restart the app)")
+
+
 SQLITE_ERRORS: dict[int, type[StorageError]] = {
     sqlite3.SQLITE_BUSY: DatabaseLocked, sqlite3.SQLITE_LOCKED: DatabaseLocked,
-    sqlite3.SQLITE_READONLY: DatabaseReadOnly, sqlite3.SQLITE_FULL: DatabaseFull}
+    sqlite3.SQLITE_READONLY: DatabaseReadOnly, sqlite3.SQLITE_FULL: DatabaseFull,
+    sqlite3.SQLITE_CORRUPT: DatabaseCorrupt, sqlite3.SQLITE_NOTADB: DatabaseCorrupt}
 
 
 def storage_error(error: sa.exc.DBAPIError, fate: str = "") -> StorageError:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,27 @@ HISTORY_COLUMNS = ["graded_at", "response_id", "candidate_id", "part", "prompt_t
                    "comment", "overridden_at", "transcript", *EVIDENCE_MEASURES, "evidence"]
 
 
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0 (but tab and line ends), DEL, C1
+FORMULA = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting with these as a formula
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as the text it is: control characters (NUL, ESC...) removed, and text
+    that would start a formula (=HYPERLINK(...), +, -, @, tab, CR) prefixed with an apostrophe. Numbers stay numbers;
+    every CSV the app writes goes through here."""
+    if not isinstance(value, str):
+        return value
+    value = CONTROL.sub("", value)
+    return "'" + value if value.startswith(FORMULA) else value
+
+
 def csv_value(value: Any) -> Any:
-    """A history value as a CSV cell: times in ISO 8601, the evidence as compact JSON."""
+    """A history value as a CSV cell: times in ISO 8601, the evidence as compact JSON, text spreadsheet-safe."""
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, dict):
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return value
+        value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return spreadsheet_safe(value)
 
 
 def history_row(response: Response, grade: Grade, override: Override | None) -> dict[str, Any]:

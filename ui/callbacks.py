@@ -5,14 +5,21 @@ User mistakes raise `gr.Error`, which Gradio shows as a message and tests can ca
 """
 
 import csv
+import functools
 import hashlib
 import html
+import inspect
 import logging
 import math
+import os
 import shutil
 import tempfile
+import time
+import traceback
 import zipfile
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +34,7 @@ from grader.inference import Grader, Prediction
 from grader.metrics import score_metrics
 from grader.scale import ScoreScale, get_scale
 from storage import AGREEMENTS, Database, StorageError
+from storage.export import spreadsheet_safe
 
 from .charts import agreement_figure, distribution_figure, timeline_figure
 from .config import AppConfig
@@ -39,6 +47,9 @@ FLAT_ENTROPY = 0.85  # normalised entropy above which the distribution says "cou
 log = logging.getLogger("grader.app")
 NO_CHECKPOINT = ("No grader checkpoint is available, so nothing can be graded. Train one with "
                  "`python -m grader.train` (see the README) or start the app with `--checkpoint DIR`.")
+MAX_COMMENT = 2000  # characters in an examiner's comment
+ZIP_RATIO = 100  # audio does not deflate 100:1; a zip bomb does (about 1000:1)
+SCRATCH_AGE_S = 3600  # unpacked zips and CSV downloads older than this are swept from the temp folder
 
 
 @dataclass
@@ -51,6 +62,60 @@ class Services:
     run_model: Callable[[Grader, list[np.ndarray], list[str | None]], list[Prediction]] = (
         lambda grader, audios, prompts: grader.grade_batch(audios, prompts))
     run_evidence: Callable[[Grader, np.ndarray, str | None], dict] = build_evidence
+
+
+def event(fn: Callable) -> Callable:
+    """Wrap an event function so every failure reaches the examiner as a message, never `{"error": null}`: a
+    gr.Error as raised, a storage failure with its one-line reason, anything else as a fixed sentence. Messages are
+    HTML-escaped (Gradio renders them as HTML: a file name is not markup), and Gradio prints no traceback, which
+    would echo client text into the log; the log gets the event, the exception's type and its frames only."""
+    def refused(error: Exception) -> gr.Error:
+        if isinstance(error, gr.Error):
+            message, title = error.message, error.title
+        elif isinstance(error, StorageError):
+            log.warning("%s: %s", fn.__name__, type(error).__name__)
+            message, title = f"{str(error)[:1].upper()}{str(error)[1:]}.", "Not saved"
+        else:
+            log.error("%s failed: %s\n%s", fn.__name__, type(error).__name__,
+                      "".join(traceback.format_tb(error.__traceback__)).rstrip())
+            message, title = (f"Something went wrong on the server ({type(error).__name__}); it is in the server's "
+                              "log. Try again, and tell the administrator if it happens again."), "Error"
+        return gr.Error(html.escape(str(message), quote=False), title=html.escape(str(title), quote=False),
+                        print_exception=False)
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def run_generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as error:
+                raise refused(error) from None
+        return run_generator
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            raise refused(error) from None
+    return run
+
+
+def check_upload(services: Services, path: str | Path) -> Path:
+    """An uploaded file the app may read: never the database, its WAL or journal, the outbox or anything in the
+    data folder, even through a link (compared by inode, with stat, which leaves SQLite's locks alone)."""
+    path = Path(path)
+    try:
+        status = path.stat()
+    except OSError:
+        return path  # absent: the gate says "not found"
+    for private in services.config.private_paths:
+        try:
+            if (private.is_dir() and path.resolve().is_relative_to(private)) or os.path.samestat(status, private.stat()):
+                raise gr.Error("This file cannot be graded: it is not an upload.", title="Refused")
+        except OSError:
+            continue
+    return path
 
 
 @dataclass
@@ -131,7 +196,7 @@ def require_grader(services: Services) -> Grader:
 def store_response(services: Services, path: Path, candidate: str, task_part: str, prompt: str,
                    gate: GateResult) -> int:
     """The response row: the audio's SHA-256 and metadata always; the file itself only under retention=keep."""
-    digest = sha256(path) if path.is_file() else None
+    digest = sha256(check_upload(services, path)) if path.is_file() else None
     kept = None
     if services.config.retention == "keep" and digest:
         folder = Path(services.config.data_dir) / "audio"
@@ -232,7 +297,7 @@ def examiner_id(username: str | None, typed_name: str) -> str:
     """Who is overriding: the login when auth is on (a client cannot choose it), else the typed name."""
     if username:
         return username
-    name = (typed_name or "").strip()
+    name = str(typed_name or "").strip()
     if not name:
         raise gr.Error("Enter your name as examiner before saving an override.")
     return name
@@ -241,27 +306,57 @@ def examiner_id(username: str | None, typed_name: str) -> str:
 def save_override(services: Services, grade_id: int | None, final_score: float | None, agreement: str | None,
                   reason_code: str | None, comment: str, examiner: str) -> str:
     """Store an examiner's decision on a grade; a locked or read-only database keeps it in the outbox for retry,
-    and the message says so."""
-    if not grade_id:
-        raise gr.Error("Grade a response first: there is nothing to override yet.")
+    and the message says so. The values may come raw from an API client (the event skips Gradio's preprocessing,
+    whose failures have no message), so each is checked here."""
+    grade_id = whole_number(grade_id, "Grade a response first: there is nothing to override yet.")
+    final_score = _real(final_score)
     scale = _scale(services)
-    if final_score is None or math.isnan(final_score):
-        raise gr.Error("Enter your final score.")
+    if final_score is None:
+        raise gr.Error("Enter your final score (a number).")
     if scale and not scale.min <= final_score <= scale.max:
         raise gr.Error(f"The final score must lie between {scale.min:g} and {scale.max:g}.")
     if agreement not in AGREEMENTS:
         raise gr.Error("Choose agree, partly or disagree.")
+    if reason_code not in (None, "", *REASON_CODES):
+        raise gr.Error(f"Choose a reason from the list ({', '.join(REASON_CODES)}), or none.")
+    if not isinstance(comment, str | None):
+        raise gr.Error("The comment must be text.")
+    if len(comment or "") > MAX_COMMENT:
+        raise gr.Error(f"The comment is {len(comment):,} characters long; at most {MAX_COMMENT:,} are accepted.",
+                       title="Text too long")
     try:
-        receipt = services.db.add_override(int(grade_id), examiner=examiner, final_score=float(final_score),
+        receipt = services.db.add_override(grade_id, examiner=examiner, final_score=final_score,
                                            agreement=agreement, reason_code=reason_code or None,
                                            comment=(comment or "").strip() or None)
-    except (ValueError, StorageError) as error:
+    except (ValueError, TypeError, StorageError) as error:
         raise gr.Error(f"The override was not saved: {error}", title="Not saved") from error
-    log.info("override %s on grade %d: %s", receipt.uuid, int(grade_id), "queued" if receipt.queued else "stored")
+    log.info("override %s on grade %d: %s", receipt.uuid, grade_id, "queued" if receipt.queued else "stored")
     if receipt.queued:
-        return (f"⚠ Not written to the database yet: {receipt.error}. It is kept in the outbox and will be saved "
-                "automatically when the database accepts writes again; no need to submit it again.")
-    return f"✓ Override saved (grade #{int(grade_id)}): final score {final_score:g}, {agreement}, by {examiner}."
+        return (f"⚠ Not written to the database yet: {receipt.error}. It is kept in the outbox "
+                f"({services.db.outbox.path}) and is written to the database as soon as it accepts writes again; "
+                "no need to submit it again.")
+    return f"✓ Override saved (grade #{grade_id}): final score {final_score:g}, {agreement}, by {examiner}."
+
+
+def whole_number(value, missing: str) -> int:
+    """A grade id as a client may send it (1, 1.0, "1"): a positive whole number SQLite can hold, else a message."""
+    if value in (None, "", 0):
+        raise gr.Error(missing)
+    number = _real(value)
+    if number is None or number != int(number) or not 0 < number < 2**63:
+        raise gr.Error("The grade # must be the whole number of a graded response.")
+    return int(number)
+
+
+def _real(value) -> float | None:
+    """A finite number from a number or numeric text; None for nothing, NaN, infinity or anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 # ---- history and agreement --------------------------------------------------------------------------------
@@ -269,17 +364,28 @@ def save_override(services: Services, grade_id: int | None, final_score: float |
 def download_path(services: Services, name: str) -> Path:
     """A fresh folder per download in the private temp folder, so two examiners exporting at once never
     overwrite (or receive) each other's file, and the file keeps a readable name."""
-    return Path(tempfile.mkdtemp(dir=services.workdir)) / name
+    sweep(services)
+    return Path(tempfile.mkdtemp(dir=services.workdir, prefix="download-")) / name
 
 
 def write_csv(services: Services, name: str, header: list[str], rows: list[list]) -> str:
-    """A CSV in the private temp folder (Gradio serves it from there for download; never from the data dir)."""
+    """A CSV in the private temp folder (Gradio serves it from there for download; never from the data dir),
+    every cell spreadsheet-safe."""
     path = download_path(services, name)
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(header)
-        writer.writerows(rows)
+        writer.writerows([spreadsheet_safe(v) for v in row] for row in rows)
     return str(path)
+
+
+def sweep(services: Services, max_age_s: float = SCRATCH_AGE_S) -> None:
+    """Remove downloads and unpacked zips older than `max_age_s` from the temp folder (Gradio serves a copy of a
+    download from its own cache, which it sweeps itself)."""
+    cutoff = time.time() - max_age_s
+    for folder in services.workdir.glob("*"):
+        if folder.name.startswith(("download-", "zip-")) and folder.is_dir() and folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
 
 HISTORY_COLUMNS = ["graded at (UTC)", "response", "grade", "candidate", "task part", "status", "regression",
                    "soft", "CEFR", "final score", "agreement", "examiner", "reason", "comment", "words/min",
@@ -349,61 +455,141 @@ def _metric_row(name: str, model: list[float], final: list[float]) -> list:
 BATCH_COLUMNS = ["file", "candidate", "response", "grade", "scorable", "reason"]
 
 
-def batch_inputs(services: Services, paths: list[str], manifest: str | None) -> list[tuple[Path, str, str, str]]:
-    """(audio path, candidate, task part, prompt) for every audio file uploaded or inside uploaded zips; with a
-    manifest (grader.data.read_manifest's format), one item per row, its audio matched by file name among the
-    uploaded files only: a manifest never reaches a file on the server."""
+Item = tuple[Path, str, str, str]  # audio, candidate, task part, prompt
+
+
+@contextmanager
+def batch_folder(services: Services) -> Iterator[Path]:
+    """A private folder for one batch's unpacked zips, removed when the batch ends however it ends (done, refused,
+    failed or cancelled). One left by a crash is swept after an hour, or with the whole temp folder at the next
+    start (app.py)."""
+    sweep(services)
+    folder = Path(tempfile.mkdtemp(dir=services.workdir, prefix="zip-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def batch_inputs(services: Services, paths: list[str], manifest: str | None, into: Path | None = None) -> list[Item]:
+    """(audio path, candidate, task part, prompt) for every audio file uploaded or inside uploaded zips (unpacked
+    into `into`, by default a new folder in the temp folder); with a manifest (grader.data.read_manifest's format),
+    one item per row, its audio matched by file name among the uploaded files only: a manifest never reaches a
+    file on the server. A batch over --max-batch responses is refused before anything is unpacked or graded."""
+    into = into or Path(tempfile.mkdtemp(dir=services.workdir, prefix="zip-"))
+    limit = services.config.max_batch
+    rows = _manifest_rows(manifest) if manifest else None
+    if rows is not None and len(rows) > limit:
+        raise _too_many(len(rows), limit)
     files: list[Path] = []
     for p in map(Path, paths or []):
+        check_upload(services, p)
         if p.suffix.lower() == ".zip":
-            files += _unzip(services, p)
+            files += _unzip(services, p, into, room=limit - len(files))
         elif p.suffix.lower() in AUDIO_TYPES:
             files.append(p)
-    if not manifest:
+    if rows is None:
+        if len(files) > limit:
+            raise _too_many(len(files), limit)
         return [(f, "", "", "") for f in files]
-    by_name = {_display_name(f): f for f in files}
+    by_name: dict[str, list[Path]] = {}
+    for f in files:
+        by_name.setdefault(f.name, []).append(f)
+    items = []
+    for r in rows:
+        name = _file_name(r.audio.name or "unnamed")  # as an overlong zip member's was shortened on unpacking
+        found = by_name.get(name, [])
+        if len(found) > 1:
+            raise gr.Error(f"{len(found)} uploaded files are named {name}: the manifest matches files by name, so "
+                           "give them different names.", title="Manifest not matched")
+        missing = services.workdir / "not-uploaded" / name  # no such file: the gate says "not found"
+        items.append((found[0] if found else missing, r.speaker or "", r.part or "", r.text or ""))
+    return items
+
+
+def _manifest_rows(manifest: str):
     try:
-        rows = read_manifest(manifest, check_audio=False, resolve=False)
+        return read_manifest(manifest, check_audio=False, resolve=False)
     except ManifestError as error:
         raise gr.Error(str(error), title="Manifest not read") from error
-    unmatched = services.workdir / "not-uploaded"  # no such file: the gate refuses it as "not found"
-    return [(by_name.get(r.audio.name, unmatched / r.audio.name), r.speaker or "", r.part or "", r.text or "")
-            for r in rows]
 
 
-def _unzip(services: Services, archive: Path) -> list[Path]:
-    """Audio members of a zip, extracted flat into the private temp folder (no path from the archive is used)."""
-    out = Path(tempfile.mkdtemp(dir=services.workdir, prefix="zip-"))
-    files = []
-    with zipfile.ZipFile(archive) as z:
-        for i, info in enumerate(z.infolist()):
-            name = Path(info.filename).name
-            if info.is_dir() or Path(name).suffix.lower() not in AUDIO_TYPES or name.startswith("."):
-                continue
-            if info.file_size > services.config.audio_limits.max_bytes:
-                raise gr.Error(f"{name} in {archive.name} is larger than the upload limit.")
-            target = out / f"{i:05d}-{name}"
-            with z.open(info) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            files.append(target)
+def _too_many(count: int, limit: int) -> gr.Error:
+    return gr.Error(f"This batch holds {count:,} responses; at most {limit:,} are graded in one run (--max-batch). "
+                    "Split it into smaller batches.", title="Batch too large")
+
+
+def _unzip(services: Services, archive: Path, into: Path, room: int) -> list[Path]:
+    """The audio members of an uploaded zip, each unpacked into its own folder under `into` with its own name (the
+    manifest matches by name; no path from the archive is used). All is checked from the zip's directory before a
+    byte is unpacked: the number of members, each one's size and their total, the compression ratio (a zip bomb's
+    is about 1000:1, audio's near 1:1), and the free temp space."""
+    config = services.config
+    try:
+        z = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise gr.Error(f"{archive.name} is not a zip archive that can be read.", title="Zip not read") from error
+    with z:
+        members = z.infolist()
+        audio = [m for m in members if not m.is_dir() and Path(m.filename).suffix.lower() in AUDIO_TYPES
+                 and not Path(m.filename).name.startswith(".")]
+        total, packed = sum(m.file_size for m in audio), sum(m.compress_size for m in audio)
+        free = shutil.disk_usage(into).free
+        refusal = next((message for wrong, message in (
+            (len(audio) > room or len(members) > 10 * config.max_batch,
+             f"holds {len(audio):,} audio files ({len(members):,} entries in all); at most {config.max_batch:,} are "
+             "graded in one run (--max-batch)"),
+            (any(m.file_size > config.audio_limits.max_bytes for m in audio),
+             f"holds a file larger than the upload limit ({config.max_upload_mb:g} MB)"),
+            (total > config.max_batch_mb * 2**20,
+             f"unpacks to {total / 2**20:,.0f} MB of audio; at most {config.max_batch_mb:g} MB are unpacked "
+             "(--max-batch-mb)"),
+            (total > ZIP_RATIO * max(packed, 1),
+             f"unpacks to {total / max(packed, 1):,.0f} times its packed size, as a zip bomb does (audio hardly "
+             "compresses)"),
+            (total + config.audio_limits.max_bytes > free,
+             f"unpacks to {total / 2**20:,.0f} MB, but the server's temporary disk has {free / 2**20:,.0f} MB "
+             "free"),
+        ) if wrong), None)
+        if refusal:
+            raise gr.Error(f"{archive.name} {refusal}. Nothing was unpacked or graded.", title="Zip refused")
+        files = []
+        try:
+            for member in audio:
+                target = Path(tempfile.mkdtemp(dir=into)) / _file_name(Path(member.filename).name)
+                with z.open(member) as source, open(target, "wb") as out:
+                    shutil.copyfileobj(source, out)
+                files.append(target)
+        except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as error:
+            raise gr.Error(f"{archive.name} could not be unpacked ({type(error).__name__}): it is damaged, "
+                           "encrypted, or the server's temporary disk is full. Nothing was graded.",
+                           title="Zip not read") from error
     return files
 
 
-def grade_many(services: Services, items: list[tuple[Path, str, str, str]],
-               progress: Callable[[float, str], None] = lambda fraction, desc: None) -> tuple[list[str], list[list], str]:
-    """Grade each item (gate first), store every one, and return the result table and its CSV."""
+def _file_name(name: str, longest: int = 100) -> str:
+    """A name that fits any file system (a zip member's or manifest's may be 300 characters long)."""
+    if len(name) <= longest:
+        return name
+    suffix = Path(name).suffix[:10]
+    return f"{name[: longest - len(suffix) - 1]}…{suffix}"
+
+
+def grade_rows(services: Services, items: list[Item]) -> Iterator[tuple[list[str], list[list]]]:
+    """Grade each item (gate first) and store every one, yielding the table's header and its rows so far after
+    each: the Batch tab shows them as they come, and a cancel stops the batch between two responses."""
     grader = require_grader(services)
     if not items:
         raise gr.Error("Upload audio files, a zip of them, or a manifest.")
     for path, candidate, task_part, prompt in items:
-        check_text_fields(services.config, candidate, task_part, prompt, where=f"{_display_name(path)}: ")
+        check_text_fields(services.config, candidate, task_part, prompt, where=f"{path.name}: ")
     aspects = grader.aspects
     header = BATCH_COLUMNS + [f"{a}_{h}" for a in aspects for h in ("regression", "soft")] + ["cefr", "review"]
     rows = []
-    for i, (path, candidate, task_part, prompt) in enumerate(items):
-        progress(i / len(items), f"grading {path.name} ({i + 1}/{len(items)})")
+    for path, candidate, task_part, prompt in items:
         graded = grade_file(services, path, candidate, task_part, prompt)
-        row = [_display_name(path), candidate, graded.response_id, graded.grade_id, graded.gate.scorable, graded.gate.reason or ""]
+        row = [path.name, candidate, graded.response_id, graded.grade_id, graded.gate.scorable,
+               graded.gate.reason or ""]
         if graded.prediction:
             p = graded.prediction
             row += [_round(getattr(p.scores[a], h)) for a in aspects for h in ("regression", "soft")]
@@ -411,14 +597,16 @@ def grade_many(services: Services, items: list[tuple[Path, str, str, str]],
         else:
             row += [""] * (2 * len(aspects) + 2)
         rows.append(row)
-    progress(1.0, "done")
+        yield header, rows
+
+
+def grade_many(services: Services, items: list[Item],
+               progress: Callable[[float, str], None] = lambda fraction, desc: None) -> tuple[list[str], list[list], str]:
+    """grade_rows to the end: the result table and its CSV."""
+    header, rows = BATCH_COLUMNS, []
+    for header, rows in grade_rows(services, items):
+        progress(len(rows) / len(items), f"graded {len(rows)} of {len(items)}")
     return header, rows, write_csv(services, "batch-results.csv", header, rows)
-
-
-def _display_name(path: Path) -> str:
-    """The uploaded name, without the index prefix a zip member got on extraction."""
-    name = path.name
-    return name[6:] if path.parent.name.startswith("zip-") else name
 
 
 # ---- helpers ----------------------------------------------------------------------------------------------

@@ -1,6 +1,11 @@
 """Plotly figures for the app: one score's class distribution, a recording's timeline of speech, pauses and words,
-and model-versus-examiner agreement."""
+and model-versus-examiner agreement.
 
+Plotly reads text as markup (<a href>, <span style>, <br>): every string from a person or a recording (examiner
+names, transcript words) is HTML-escaped first, which Plotly shows as the literal text.
+"""
+
+import html
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,9 +47,9 @@ def agreement_figure(model: Sequence[float], examiner: Sequence[float], who: Seq
     fig = go.Figure()
     for name in sorted(set(who)):
         points = [(m, e) for m, e, w in zip(model, examiner, who) if w == name]
-        fig.add_trace(go.Scatter(x=[e for _, e in points], y=[m for m, _ in points], mode="markers", name=name,
-                                 marker=dict(size=9, opacity=0.75),
-                                 hovertemplate="examiner %{x}, model %{y:.2f}<extra>" + name + "</extra>"))
+        fig.add_trace(go.Scatter(x=[e for _, e in points], y=[m for m, _ in points], mode="markers",
+                                 name=html.escape(name), marker=dict(size=9, opacity=0.75),
+                                 hovertemplate="examiner %{x}, model %{y:.2f}<extra>%{fullData.name}</extra>"))
     low = scale.min if scale else min([*model, *examiner], default=0)
     high = scale.max if scale else max([*model, *examiner], default=1)
     fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="perfect agreement",
@@ -80,7 +85,7 @@ def timeline_figure(evidence: dict, audio: np.ndarray, points_per_second: int = 
                       layer="below")
     fig.add_trace(go.Scatter(
         x=[(w["start"] + w["end"]) / 2 for w in words], y=[0.16] * len(words), mode="text",
-        text=[w["text"] for w in words], textfont=dict(size=12),
+        text=[html.escape(w["text"]) for w in words], textfont=dict(size=12),
         customdata=[[w["start"], w["end"], w["probability"]] for w in words],
         hovertemplate="%{text}<br>%{customdata[0]:.2f}–%{customdata[1]:.2f} s<br>"
                       "probability %{customdata[2]:.0%}<extra></extra>"))

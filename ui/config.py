@@ -8,6 +8,8 @@ from pathlib import Path
 from grader.audio import AudioLimits
 from grader.audio import GateConfig
 from grader.inference import PRECISIONS
+from storage.engine import sqlite_path
+from storage.outbox import outbox_path
 
 RETENTION = ("discard", "keep")
 
@@ -25,6 +27,10 @@ class AppConfig:
     db: str | None = field(default=None, metadata={"help": "SQLAlchemy URL or SQLite file; default: $DATABASE_URL, "
                                                            "else DATA_DIR/grades.db"})
     data_dir: str = field(default="data", metadata={"help": "private folder for the database (never served)"})
+    outbox: str | None = field(default=None, metadata={"help": "file where overrides wait that the database cannot "
+                                                               "take yet; default: DB.outbox.jsonl beside a SQLite "
+                                                               "database. On another disk, a full disk still "
+                                                               "queues them"})
     host: str | None = field(default=None, metadata={"help": "address to listen on; default: $GRADIO_SERVER_NAME "
                                                              "or 127.0.0.1"})
     port: int | None = field(default=None, metadata={"help": "port; default: $GRADIO_SERVER_PORT or 7860"})
@@ -38,7 +44,12 @@ class AppConfig:
     max_seconds: float = field(default=120.0, metadata={"help": "longest response graded"})
     max_prompt_chars: int = field(default=2000, metadata={"help": "longest reference/prompt text accepted (the "
                                                                   "grader reads at most ~200 of its tokens)"})
-    concurrency: int = field(default=1, metadata={"help": "gradings run at once (each holds the model busy)"})
+    max_batch: int = field(default=500, metadata={"help": "most responses in one Batch run (files, zip members or "
+                                                          "manifest rows)"})
+    max_batch_mb: float = field(default=1024.0, metadata={"help": "most audio a Batch zip may unpack to, in all"})
+    session_hours: float = field(default=12.0, metadata={"help": "how long a login lasts"})
+    concurrency: int = field(default=1, metadata={"help": "model runs at once, Grade and Batch together (each holds "
+                                                          "the model busy)"})
     device: str | None = field(default=None, metadata={"help": "cpu or cuda; default: cuda when available"})
     threads: int = field(default=0, metadata={"help": "CPU threads for the model; 0: torch's default"})
     precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 for faster grading on GPUs and CPUs "
@@ -55,6 +66,30 @@ class AppConfig:
     def database_url(self) -> str:
         """A SQLAlchemy URL or a SQLite file path (storage.Database.open takes both)."""
         return self.db or os.environ.get("DATABASE_URL") or str(Path(self.data_dir) / "grades.db")
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite file behind database_url; None for a server database."""
+        url = self.database_url
+        return sqlite_path(url if "://" in url else f"sqlite:///{Path(url).resolve()}")
+
+    @property
+    def outbox_file(self) -> Path | None:
+        """--outbox, else beside a SQLite database; None for a server database without --outbox."""
+        db = self.sqlite_file
+        return Path(self.outbox) if self.outbox else db and outbox_path(db)
+
+    @property
+    def private_paths(self) -> list[Path]:
+        """What the app never serves and never reads as an upload: the data folder, the SQLite file with its WAL,
+        shared memory and journal, and the outbox with its lock and rejected lines, wherever they are."""
+        db = self.sqlite_file
+        paths = [Path(self.data_dir)]
+        if db:
+            paths += [db.with_name(db.name + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+        if outbox := self.outbox_file:
+            paths += [outbox.with_name(outbox.name + suffix) for suffix in ("", ".lock", ".rejected", ".tmp")]
+        return [p.resolve() for p in paths]
 
     @property
     def audio_limits(self) -> AudioLimits:

@@ -99,19 +99,32 @@ def _read_av(path: Path, name: str, limits: AudioLimits) -> tuple[np.ndarray, in
         if stream.codec_context is None:
             raise AudioError(f"{name} uses an audio encoding that is not supported.")
         rate = stream.codec_context.sample_rate
-        seconds = container.duration / av.time_base if container.duration and container.duration > 0 else None
+        seconds = _seconds(container, stream)
         try:
             return _collect(_av_blocks(container, stream), name, rate, seconds, limits), rate
         except av.FFmpegError as error:
             raise AudioError(f"{name} is truncated or damaged: its audio could not be decoded to the end.") from error
 
 
+def _seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    """How long the audio track says it is; the container's duration only where the track does not say (a video
+    track may outlast the audio, and a file is not truncated for that)."""
+    if stream.duration and stream.duration > 0 and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration and container.duration > 0 else None
+
+
 def _av_blocks(container: av.container.InputContainer, stream: av.AudioStream) -> Iterator[np.ndarray]:
-    """Decoded frames as (samples, channels) float32 arrays at the stream's own rate."""
-    to_float = av.AudioResampler(format="fltp")  # keeps layout and rate: resampling is librosa's (soxr)
+    """Decoded frames as (samples, channels) float32 arrays at the stream's own rate.
+
+    Packed float, never planar: PyAV's to_ndarray walks a planar frame's channel pointers until a NULL that 8 or
+    more channels do not have, and reads past them (SIGSEGV on a 7.1 AAC or 8-channel Opus/FLAC). A packed frame
+    has one plane whatever its channel count; the layout and rate are kept (no rematrixing: averaging the channels
+    is _collect's, resampling librosa's)."""
+    to_float = av.AudioResampler(format="flt")
     for frame in chain(container.decode(stream), [None]):  # None flushes the converter
         for converted in to_float.resample(frame):
-            yield converted.to_ndarray().T
+            yield converted.to_ndarray().reshape(-1, converted.layout.nb_channels)
 
 
 def _collect(blocks: Iterator[np.ndarray], name: str, rate: int, seconds: float | None,
@@ -139,11 +152,14 @@ def _collect(blocks: Iterator[np.ndarray], name: str, rate: int, seconds: float 
 
 
 def _span(seconds: float) -> str:
-    """12.3 s, 10 min, 1 h 5 min: durations as people say them."""
+    """12.3 s, 10 min, 2 min 0.1 s, 1 h 5 min: durations as people say them, never rounded onto a limit they
+    exceed (120.1 s is not "2 min")."""
     if seconds < 60:
         return f"{seconds:.1f} s"
-    minutes = round(seconds / 60)
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+    minutes, tenths = divmod(round(seconds * 10), 600)
+    if minutes >= 60:
+        return f"{minutes // 60} h {round(seconds / 60) % 60} min"
+    return f"{minutes} min" + (f" {tenths / 10:.1f} s" if tenths else "")
 
 
 def _label(path: Path) -> str:

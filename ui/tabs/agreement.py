@@ -18,6 +18,7 @@ def build(services: Services) -> None:
     scatter = gr.Plot(show_label=False)
     agreement_csv = gr.File(label="CSV of pairs", interactive=False)
 
+    @cb.event
     def show_agreement(h):
         table, fig, text, path = cb.agreement(services, h)
         return pd.DataFrame(table, columns=cb.AGREEMENT_COLUMNS), fig, text, path

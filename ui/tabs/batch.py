@@ -14,14 +14,25 @@ def build(services: Services) -> None:
     with gr.Row():
         batch_files = gr.File(file_count="multiple", file_types=[*cb.AUDIO_TYPES, ".zip"], label="Audio files or zip")
         manifest = gr.File(file_types=[".csv", ".tsv", ".txt"], label="Manifest (optional)")
-    batch_button = gr.Button("Grade all", variant="primary", interactive=services.grader is not None)
+    with gr.Row():
+        batch_button = gr.Button("Grade all", variant="primary", interactive=services.grader is not None)
+        stop_button = gr.Button("Cancel", variant="stop")
     batch_table = gr.Dataframe(interactive=False, wrap=True, max_height=600)
     batch_csv = gr.File(label="Results CSV", interactive=False)
 
+    @cb.event
     def run_batch(files, listing, progress=gr.Progress()):
-        items = cb.batch_inputs(services, files or [], listing)
-        header, rows, path = cb.grade_many(services, items, lambda f, d: progress(f, desc=d))
-        return pd.DataFrame(rows, columns=header), path
+        """A generator: the table grows as responses are graded, and Cancel stops it between two of them (what
+        was graded stays stored); the unpacked zip is removed however it ends."""
+        with cb.batch_folder(services) as into:
+            items = cb.batch_inputs(services, files or [], listing, into)
+            header, rows = cb.BATCH_COLUMNS, []
+            for header, rows in cb.grade_rows(services, items):
+                progress(len(rows) / len(items), desc=f"graded {len(rows)} of {len(items)}")
+                yield pd.DataFrame(rows, columns=header), None
+            yield pd.DataFrame(rows, columns=header), cb.write_csv(services, "batch-results.csv", header, rows)
 
-    batch_button.click(run_batch, [batch_files, manifest], [batch_table, batch_csv], api_name="grade_batch",
-                       concurrency_limit=services.config.concurrency)
+    # One concurrency limit for every model run: Batch shares Grade's "model" group.
+    running = batch_button.click(run_batch, [batch_files, manifest], [batch_table, batch_csv], api_name="grade_batch",
+                                 concurrency_limit=services.config.concurrency, concurrency_id="model")
+    stop_button.click(None, cancels=[running])

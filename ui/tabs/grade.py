@@ -58,14 +58,17 @@ def build(services: Services, who: Callable[[gr.Request | None, str], str], auth
         save = gr.Button("Save override", variant="secondary")
         saved = gr.Markdown()
 
+    @cb.event
     def grade(path, cand, part, text, progress=gr.Progress()):
         if not path:
             raise gr.Error("Record or upload a response first.")
+        cb.check_upload(services, path)
         progress(0.05, desc="Checking the recording")
         graded = cb.grade_file(services, path, cand or "", part or "", text or "", progress=progress)
         return (result_card(graded), cb.figure(graded), cb.result_json(graded), graded.grade_id,
                 None, None, "", "", "", "", None, gr.Dropdown(choices=[], value=None), None, None, None)
 
+    @cb.event
     def evidence(path, rid):
         found = cb.evidence_for(services, path, rid)
         return *cb.evidence_outputs(found), found
@@ -79,9 +82,13 @@ def build(services: Services, who: Callable[[gr.Request | None, str], str], auth
     graded_event.success(evidence, [audio, grade_id], [evidence_panel, timeline, word_pick, evidence_json,
                                                        evidence_state],
                          api_name="evidence", concurrency_limit=services.config.concurrency, concurrency_id="model")
-    word_pick.change(cb.word_audio, [evidence_state, word_pick], word_clip, api_name="word_audio")
+    word_pick.change(cb.event(cb.word_audio), [evidence_state, word_pick], word_clip, api_name="word_audio")
 
+    @cb.event
     def override(rid, score, agree, code, text, name, request: gr.Request):
         return cb.save_override(services, rid, score, agree, code, text, who(request, name))
 
-    save.click(override, [grade_id, final, verdict, reason, comment, examiner], saved, api_name="override")
+    # Raw values (preprocess=False): a client's "abc" as the grade # gets save_override's message, not a
+    # preprocessing traceback with no message.
+    save.click(override, [grade_id, final, verdict, reason, comment, examiner], saved, api_name="override",
+               preprocess=False)

@@ -18,9 +18,11 @@ def build(services: Services) -> None:
     history = gr.Dataframe(headers=cb.HISTORY_COLUMNS, interactive=False, wrap=True, max_height=600)
     history_csv = gr.File(label="CSV", interactive=False)
 
+    @cb.event
     def show_history(c, p, e):
         return pd.DataFrame(cb.history_rows(services, c or "", p or "", e or ""), columns=cb.HISTORY_COLUMNS)
 
+    @cb.event
     def export_history(c, p, e):
         return cb.export_history(services, c or "", p or "", e or "")
 
