@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import cast_adapter_dtype
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -287,6 +288,7 @@ class GraderModel(nn.Module):
             lora = LoraConfig(r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
                               target_modules=pattern)
             inject_adapter_in_model(lora, self.backbone.model)
+            cast_adapter_dtype(self.backbone.model, "default")  # LoRA trains in fp32 beside a bf16 base
         if config.head == "tokens":
             self.prompt = answer_prompt(self.scale, config.aspects)
             self.option_ids = self.backbone.option_ids(self.prompt.options)
@@ -327,6 +329,8 @@ class GraderModel(nn.Module):
         """Rebuild the model from a checkpoint folder; `backbone_overrides` (e.g. model="path") swap the base."""
         info = read_checkpoint_info(folder)
         config = ModelConfig.from_dict({"use_text": info.get("training", {}).get("use_text", True)} | info["model"])
+        if (Path(folder) / "backbone").is_dir():  # a merged checkpoint (grader.merge) carries its base weights
+            config.backbone.model = str(Path(folder) / "backbone")
         for key, value in backbone_overrides.items():
             setattr(config.backbone, key, value)
         model = cls(config, ScoreScale.from_dict(info["scale_spec"]))

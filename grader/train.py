@@ -12,6 +12,14 @@ table and review-flag figures (`cv.json`, `grader.report`), as one would expect 
 
     python -m grader.train --manifest ../shared/data/speechocean762-train/labels.tsv \
         --target total,accuracy,fluency,prosodic --epochs 3 --folds 5 --out runs/cv-base
+
+On GPUs the same command trains on the device `accelerate` gives each process; data-parallel over several GPUs:
+
+    accelerate launch --num_processes 4 -m grader.train ... --backbone qwen2-audio --dtype bfloat16 \
+        --precision bf16 --gradient-checkpointing
+
+(each process takes every Nth length-bucketed batch; only the main process writes checkpoints and reports).
+DeepSpeed ZeRO-2 for 7B LoRA on smaller cards: configs/accelerate-zero2.yaml (see configs/README.md).
 """
 
 import hashlib
@@ -24,13 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
 from tqdm import tqdm
 
 from .audio import SAMPLE_RATE, load_audio
 from .backbones import AudioStates
 from .data import (ManifestError, Response, WordScores, length_batches, read_manifest, read_rater_means,
                    read_speak_and_improve, read_word_scores, speaker_folds, split_by_speaker)
-from .inference import encode_audios, score_states
+from .inference import PRECISIONS, autocast, encode_audios, score_states
 from .metrics import score_metrics
 from .model import Decoded, GraderModel, ModelConfig, label_weights, parse_objective, score_loss, word_loss
 from .options import parse_options
@@ -72,6 +81,12 @@ class TrainConfig:
         "help": "keep frozen-encoder outputs here between runs (keyed by backbone and audio path); empty: off"})
     out: str = "runs/grader"
     resume: bool = False
+    precision: str = field(default="fp32", metadata={
+        "help": "fp32, or bf16: autocast the trained forward pass (GPUs; with --dtype bfloat16 the frozen weights "
+                "are bf16 already, LoRA and heads stay fp32)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute each layer's activations in the backward pass: far less memory for long answers and "
+                "big batches, about a third slower"})
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
@@ -82,6 +97,8 @@ class TrainConfig:
             raise ValueError("dev speakers, limit, folds and reweight cannot be negative")
         if self.folds and (self.sandi or self.dev_manifest):
             raise ValueError("--folds cross-validates one manifest by speaker: no --sandi or --dev-manifest")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if bool(self.word_scores) != bool(self.model.word_aspects):
             raise ValueError("word heads need both --word-scores (the experts' word scores) and --word-target")
 
@@ -144,7 +161,8 @@ def prepare(config: TrainConfig, model: GraderModel, responses: list[Response]) 
     states = None
     if not model.audio_encoder_trainable:
         model.eval()
-        states = cached_encodings(model, responses, audio, config.cache_dir)
+        with PartialState().main_process_first():  # the main process encodes and writes the cache, the others read it
+            states = cached_encodings(model, responses, audio, config.cache_dir)
         print(f"encoder outputs for {len(states)} responses ready in {time.perf_counter() - started:.0f} s")
     words = [None] * len(responses)
     if config.word_scores:
@@ -209,18 +227,23 @@ def batch_audio(model: GraderModel, batch: list[int], audios: list[np.ndarray],
 
 def train_step(model: GraderModel, audio: AudioStates, prompts: list[str | None], targets: torch.Tensor,
                optimizer: torch.optim.Optimizer, objective: str, schedule=None, weights: torch.Tensor | None = None,
-               words: list[torch.Tensor | None] | None = None, word_weight: float = 1.0) -> float:
+               words: list[torch.Tensor | None] | None = None, word_weight: float = 1.0,
+               accelerator: Accelerator | None = None, precision: torch.dtype | None = None) -> float:
     """One optimisation step on one batch (gradients clipped to norm 1); the loss before the step. `weights`
-    weigh the responses' sentence losses; `words` are word targets for the word heads."""
-    device = model.backbone.device
-    output = model(audio, prompts)
-    loss = score_loss(output, targets.to(device), model.scale, objective,
-                      None if weights is None else weights.to(device))
-    if words is not None and model.word_heads is not None:
-        loss = loss + word_weight * word_loss(output, words, model.scale)
+    weigh the responses' sentence losses; `words` are word targets for the word heads. With an `accelerator`,
+    `model` may be its DDP/DeepSpeed wrapper; `precision` autocasts the forward pass."""
+    core = accelerator.unwrap_model(model) if accelerator else model
+    device = core.backbone.device
+    with autocast(core, precision):
+        output = model(audio, prompts)
+        loss = score_loss(output, targets.to(device), core.scale, objective,
+                          None if weights is None else weights.to(device))
+        if words is not None and core.word_heads is not None:
+            loss = loss + word_weight * word_loss(output, words, core.scale)
     optimizer.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], 1.0)
+    (accelerator.backward if accelerator else torch.Tensor.backward)(loss)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    (accelerator.clip_grad_norm_ if accelerator else torch.nn.utils.clip_grad_norm_)(params, 1.0)
     optimizer.step()
     if schedule is not None:
         schedule.step()
@@ -229,7 +252,10 @@ def train_step(model: GraderModel, audio: AudioStates, prompts: list[str | None]
 
 def new_model(config: TrainConfig) -> GraderModel:
     torch.manual_seed(config.seed)  # every fold, and a rerun, starts from the same LoRA initialisation
-    return GraderModel(config.model)
+    model = GraderModel(config.model).to(Accelerator().device)  # the device accelerate gives this process
+    if config.gradient_checkpointing:
+        model.backbone.model.activation_checkpointing_enable({"use_reentrant": False})
+    return model
 
 
 def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: Examples, out: Path,
@@ -264,6 +290,13 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
         schedule.load_state_dict(state["schedule"])
         first_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
         print(f"resumed after epoch {first_epoch}")
+    # word heads see no loss in a batch without reference texts: DDP must then not wait for their gradients
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=model.word_heads is not None)
+    accelerator = Accelerator(kwargs_handlers=[ddp])
+    if accelerator.state.deepspeed_plugin:  # DeepSpeed reads the batch size from a DataLoader, and there is none
+        accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.batch_size
+    net, optimizer, schedule = accelerator.prepare(model, optimizer, schedule)
+    world, main = accelerator.num_processes, accelerator.is_main_process
 
     rng = random.Random(config.seed)
     use_text = config.model.use_text
@@ -272,16 +305,19 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
     dev_states = None if dev_set.states is None else [s.float() for s in dev_set.states]
     decoded = None
     for epoch in range(first_epoch, config.epochs):
-        model.train()
+        net.train()
         batches = length_batches([len(a) for a in train_set.audio], config.batch_size, shuffle=True,
                                  seed=config.seed * 1000 + epoch)
-        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}")
+        # every process takes every world-th batch, the same number each (DDP steps together)
+        batches = batches[: len(batches) // world * world][accelerator.process_index :: world]
+        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not main)
         for batch in progress:
             audio = batch_audio(model, batch, train_set.audio, train_set.states)
             batch_prompts = [None if rng.random() < config.text_dropout else prompts[i] for i in batch]
             words = [train_set.words[i] if p else None for i, p in zip(batch, batch_prompts)]
-            loss = train_step(model, audio, batch_prompts, targets[batch], optimizer, objective, schedule,
-                              None if weights is None else weights[batch], words, config.word_weight)
+            loss = train_step(net, audio, batch_prompts, targets[batch], optimizer, objective, schedule,
+                              None if weights is None else weights[batch], words, config.word_weight, accelerator,
+                              PRECISIONS[config.precision])
             progress.set_postfix(loss=f"{loss:.3f}", lr=f"{schedule.get_last_lr()[0]:.1e}")
 
         model.eval()
@@ -300,6 +336,9 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
                 "checkpoint_id": f"{out.name}-e{epoch + 1}",
                 "data": {"train": len(train_set.responses), "dev": len(dev_set.responses),
                          "train_hours": sum(map(len, train_set.audio)) / SAMPLE_RATE / 3600}}
+        if not main:  # every process scored dev (the same figures); one writes
+            best = max(best, key)
+            continue
         if key > best:
             best = key
             model.save(out, **info)
@@ -357,6 +396,8 @@ def crossval(config: TrainConfig) -> dict:
         for row, i in enumerate(dev_rows):
             oof[i] = Decoded(decoded.regression[row], decoded.probs[row], decoded.hard[row], decoded.soft[row],
                              [decoded.words[row]] if decoded.words is not None else None)
+    if not PartialState().is_main_process:
+        return {}
     report = write_crossval(config, responses, fold_of, oof, data.words, fold_metrics, model.scale, out)
     print_crossval(report)
     return report
