@@ -151,14 +151,17 @@ class Grader:
 
     @classmethod
     def zero_shot(cls, model: str, scale: str = "speechocean762", aspects: list[str] | None = None,
-                  device: str | None = None, threads: int = 0, precision: str = "fp32") -> "Grader":
+                  device: str | None = None, threads: int = 0, precision: str = "fp32",
+                  dtype: str | None = None) -> "Grader":
         """A grader without a checkpoint: an instruction-tuned speech LLM (`model`: Qwen/Qwen2-Audio-7B-Instruct, a
         hub id or a local folder) asked the score-token prompt (grader.model.answer_prompt); the grade is its
-        distribution over the option letters. Nothing is trained, so every prediction says it is uncalibrated."""
+        distribution over the option letters. Nothing is trained, so every prediction says it is uncalibrated.
+        `dtype` of the weights: default bfloat16 on a GPU (15.7 GiB for the 7B), float32 on a CPU."""
         if threads:
             torch.set_num_threads(threads)
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        backbone = BackboneConfig("qwen2-audio", model, dtype="bfloat16" if device.type == "cuda" else "float32")
+        dtype = dtype or ("bfloat16" if device.type == "cuda" else "float32")
+        backbone = BackboneConfig("qwen2-audio", model, dtype=dtype)
         config = ModelConfig(backbone=backbone, lora=LoraOptions(rank=0), scale=scale, objective="fa", head="tokens",
                              aspects=aspects or ZERO_SHOT_ASPECTS.get(scale, ["total"]))
         grader = cls(GraderModel(config).to(device).eval(), f"zero-shot:{model}",

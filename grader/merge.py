@@ -19,13 +19,15 @@ from .model import GraderModel, LoraOptions, read_checkpoint_info
 from .options import parse_options
 
 
-def merge_adapters(module: nn.Module) -> int:
-    """Fold every LoRA layer of `module` into its base layer and put the base layer in its place; the count."""
+def merge_adapters(module: nn.Module, merge: bool = True) -> int:
+    """Fold every LoRA layer of `module` into its base layer and put the base layer in its place; the count.
+    `merge` False drops the adapters instead (benchmarks/bench_gpu.py reuses one base model for several heads)."""
     from peft.tuners.lora import LoraLayer
 
     layers = [(name, layer) for name, layer in module.named_modules() if isinstance(layer, LoraLayer)]
     for name, layer in layers:
-        layer.merge(safe_merge=True)  # refuses weights that would turn non-finite
+        if merge:
+            layer.merge(safe_merge=True)  # refuses weights that would turn non-finite
         parent, _, child = name.rpartition(".")
         setattr(module.get_submodule(parent), child, layer.get_base_layer())
     return len(layers)

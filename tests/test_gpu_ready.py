@@ -96,3 +96,16 @@ def test_data_parallel_training_shards_the_batches(tiny_whisper, small_manifest,
     per_process = 2 * (train_batches // 2)
     assert steps(tmp_path / "ddp") == (per_process, 2 * per_process)  # the schedule steps once per process
     assert Grader.load(tmp_path / "ddp").grade(load_audio(read_manifest(small_manifest)[0].audio)).scores
+
+
+def test_the_gpu_benchmark_runs_every_head_and_the_zero_shot_grader(tmp_path):
+    """benchmarks/bench_gpu.py, the script a lent GPU runs unchanged at 7B size, on the tiny config and short clips."""
+    from benchmarks.bench_gpu import main as bench_main
+
+    results = bench_main(["--tiny", "--batches", "1,2", "--clip-seconds", "2", "--repeats", "1", "--train-batch", "2",
+                          "--train-steps", "1", "--out", str(tmp_path / "gpu.json")])
+    runs = results["runs"]
+    assert list(runs) == ["pooled", "tokens", "zero-shot"]
+    assert all("error" not in g and g["responses_per_s"] > 0 for run in runs.values() for g in run["grading"])
+    assert runs["tokens"]["training_step"]["step_s"] > 0 and runs["zero-shot"]["trainable_parameters"] == 0
+    assert json.loads((tmp_path / "gpu.json").read_text())["runs"].keys() == runs.keys()
