@@ -3,11 +3,11 @@ the review flag finds the misgraded responses. `grader.train --folds K` writes t
 
     python -m grader.report runs/cv-base runs/cv-reweight      # one row per cross-validated run
     python -m grader.report runs/cv-base --detail              # that run's sentence, band, word and flag tables
+    python -m grader.report runs/cv-base runs/cv-new --folds 0,1   # paired: only the folds both runs trained
 """
 
 import csv
 import json
-import statistics
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -60,6 +60,11 @@ def review_flags(oof: Decoded, aspects: list[str], scale: ScoreScale) -> list[li
             for i in range(len(oof.soft))]
 
 
+def fold_spread(pcc: list[float]) -> dict:
+    """Mean and sample sd of the per-fold PCC (sd None from one fold; NaN where a fold's PCC is undefined)."""
+    return {"mean": float(np.mean(pcc)), "sd": float(np.std(pcc, ddof=1)) if len(pcc) > 1 else None}
+
+
 def decodings(objective: str) -> list[str]:
     parts = set(parse_objective(objective))
     return (["regression"] if "reg" in parts else []) + (["soft", "hard"] if {"ce", "fa"} & parts else [])
@@ -93,8 +98,7 @@ def write_crossval(config, responses: list[Response], fold_of: list[int], oof: l
                 for j, word in enumerate(r.text.split()):
                     w.writerow([r.utt_id, fold_of[i], j, word, *[f"{x:g}" for x in words[i][j].tolist()],
                                 *[f"{x:.3f}" for x in stacked.words[i][j].tolist()]])
-    spread = {name: {"mean": statistics.mean(pcc), "sd": statistics.stdev(pcc)}
-              for name in fold_metrics[0] if len(pcc := [m[name]["pcc"] for m in fold_metrics]) > 1}
+    spread = {name: fold_spread([m[name]["pcc"] for m in fold_metrics]) for name in fold_metrics[0]}
     bands = {f"{a}/{d}": band_table(getattr(stacked, d)[:, k].tolist(), [r.scores[a] for r in responses])
              for k, a in enumerate(aspects) for d in decodings(config.model.objective)}
     headline = aspects[0]
@@ -107,6 +111,38 @@ def write_crossval(config, responses: list[Response], fold_of: list[int], oof: l
     return report
 
 
+def restrict(report: dict, run: Path, folds: set[int]) -> dict:
+    """The report's figures recomputed from its oof.tsv / oof_words.tsv on `folds` only, so a run of some folds
+    (`train --run-folds`) compares with a full run on the same held-out speakers."""
+    aspects = report["training"]["model"]["aspects"]
+    word_aspects = report["training"]["model"]["word_aspects"]
+    with open(run / "oof.tsv", newline="") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if int(r["fold"]) in folds]
+    groups = {"all": rows, **{k: [r for r in rows if int(r["fold"]) == k] for k in sorted(folds)}}
+    metrics, per_fold, bands, review = {}, {}, {}, {}
+    for d in decodings(report["training"]["model"]["objective"]):
+        for a in aspects:
+            name = f"{a}/{d}"
+            get = lambda group, key: [float(r[key]) for r in group]  # noqa: E731
+            metrics[name] = score_metrics(get(rows, f"{a}_{d}"), get(rows, a))
+            per_fold[name] = [score_metrics(get(g, f"{a}_{d}"), get(g, a))["pcc"] for k, g in groups.items() if k != "all"]
+            bands[name] = band_table(get(rows, f"{a}_{d}"), get(rows, a))
+        review[d] = flag_figures([bool(r["review"]) for r in rows], [float(r[f"{aspects[0]}_{d}"]) for r in rows],
+                                 [float(r[aspects[0]]) for r in rows])
+    if word_aspects and (run / "oof_words.tsv").is_file():
+        with open(run / "oof_words.tsv", newline="") as f:
+            words = [r for r in csv.DictReader(f, delimiter="\t") if int(r["fold"]) in folds]
+        for a in word_aspects:
+            metrics[f"word/{a}"] = score_metrics([float(r[f"{a}_predicted"]) for r in words], [float(r[a]) for r in words])
+            per_fold[f"word/{a}"] = [score_metrics([float(r[f"{a}_predicted"]) for r in words if int(r["fold"]) == k],
+                                                   [float(r[a]) for r in words if int(r["fold"]) == k])["pcc"]
+                                     for k in sorted(folds)]
+    spread = {k: fold_spread(v) for k, v in per_fold.items()}
+    return report | {"run": f"{report['run']} (folds {','.join(map(str, sorted(folds)))})", "metrics": metrics,
+                     "spread": spread, "bands": bands, "responses": len(rows),
+                     "speakers": len({r["speaker"] for r in rows}), "review": {"aspect": aspects[0], **review}}
+
+
 def _f(x, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -117,8 +153,9 @@ def headline_decoding(report: dict) -> str:
 
 def detail_tables(report: dict) -> str:
     """Markdown: the sentence table (per aspect and decoding), the band table, word-level figures, the flag."""
+    ran = report["training"].get("run_folds")
     lines = [f"Out of fold: {report['responses']} responses, {report['speakers']} speakers, {report['folds']} folds "
-             f"by speaker (`{report['run']}`).", "",
+             f"by speaker{f' (folds {ran} run)' if ran else ''} (`{report['run']}`).", "",
              "| aspect | decoding | PCC | per-fold PCC (mean ± sd) | SRC | RMSE | ≤0.5 % | ≤1.0 % |", "|---|---|---|---|---|---|---|---|"]
     for name, m in report["metrics"].items():
         if name.startswith("word/"):
@@ -159,8 +196,9 @@ def comparison_table(reports: list[dict]) -> str:
         low = rep["bands"][f"{a}/{d}"][0]
         pcc = lambda aspect: _f(m.get(f"{aspect}/{d}", {}).get("pcc"))  # noqa: E731
         r = rep["review"][d]
-        lines.append(f"| {rep['run']} | {_f(m[f'{a}/{d}']['pcc'])} ({_f(s[f'{a}/{d}']['mean'])} ± "
-                     f"{_f(s[f'{a}/{d}']['sd'])}) | {_f(m[f'{a}/{d}']['rmse'])} | {pcc('accuracy')} | {pcc('fluency')} | "
+        spread = s.get(f"{a}/{d}", {})
+        lines.append(f"| {rep['run']} | {_f(m[f'{a}/{d}']['pcc'])} ({_f(spread.get('mean'))} ± "
+                     f"{_f(spread.get('sd'))}) | {_f(m[f'{a}/{d}']['rmse'])} | {pcc('accuracy')} | {pcc('fluency')} | "
                      f"{pcc('prosodic')} | {_f(low['mae'], 2)} | {_f(low['mean_prediction'], 2)} | "
                      f"{_f(m.get('word/accuracy', {}).get('pcc'))} | {_f(m.get('word/total', {}).get('pcc'))} | "
                      f"{_f(r['precision'], 2)} / {_f(r['recall'], 2)} |")
@@ -174,6 +212,11 @@ def print_crossval(report: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     detail = "--detail" in args
+    folds = None
+    if "--folds" in args:
+        at = args.index("--folds")
+        folds = {int(k) for k in args[at + 1].split(",")}
+        args = args[:at] + args[at + 2:]
     runs = [a for a in args if a != "--detail"]
     if not runs:
         raise SystemExit("usage: python -m grader.report RUN_DIR [RUN_DIR ...] [--detail]  (runs of grader.train --folds)")
@@ -182,7 +225,8 @@ def main(argv: list[str] | None = None) -> None:
         path = Path(run) / "cv.json"
         if not path.is_file():
             raise SystemExit(f"{run} has no cv.json: not a finished `grader.train --folds` run")
-        reports.append(json.loads(path.read_text()))
+        report = json.loads(path.read_text())
+        reports.append(restrict(report, Path(run), folds) if folds else report)
     print("\n\n".join(detail_tables(r) for r in reports) if detail else comparison_table(reports))
 
 

@@ -42,7 +42,7 @@ from .data import (ManifestError, Response, WordScores, length_batches, read_man
 from .inference import PRECISIONS, autocast, encode_audios, score_states
 from .metrics import score_metrics
 from .model import Decoded, GraderModel, ModelConfig, label_weights, parse_objective, score_loss, word_loss
-from .options import parse_options
+from .options import comma_list, parse_options
 from .report import print_crossval, write_crossval
 
 
@@ -61,6 +61,10 @@ class TrainConfig:
     folds: int = field(default=0, metadata={
         "help": "k-fold cross-validation by speaker over the whole manifest (one model per fold, its last epoch): "
                 "out-of-fold predictions and metrics in --out; 0: off"})
+    run_folds: list[int] = field(default_factory=list, metadata={
+        "parse": lambda text: [int(k) for k in comma_list(text)],
+        "help": "run only these folds of --folds (e.g. 0,1): a cheaper paired comparison, whose out-of-fold "
+                "figures cover those folds' speakers (compare with `grader.report --folds 0,1`); empty: all"})
     model: ModelConfig = field(default_factory=ModelConfig)
     reweight: float = field(default=0.0, metadata={
         "help": "weight each response's loss by its score's smoothed label density ^ -POWER (0.5: inverse square "
@@ -95,6 +99,8 @@ class TrainConfig:
             raise ValueError("text dropout must lie in [0, 1] and warmup (a share of the steps) in [0, 1)")
         if self.dev_speakers < 0 or self.limit < 0 or self.folds < 0 or self.reweight < 0:
             raise ValueError("dev speakers, limit, folds and reweight cannot be negative")
+        if any(not 0 <= k < self.folds for k in self.run_folds):
+            raise ValueError(f"--run-folds must name folds 0..{self.folds - 1} of --folds, not {self.run_folds}")
         if self.folds and (self.sandi or self.dev_manifest):
             raise ValueError("--folds cross-validates one manifest by speaker: no --sandi or --dev-manifest")
         if self.precision not in PRECISIONS:
@@ -383,14 +389,14 @@ def crossval(config: TrainConfig) -> dict:
     data = prepare(config, model, responses)
     oof: list[Decoded | None] = [None] * len(responses)
     fold_metrics = []
-    for k in range(config.folds):
+    for k in config.run_folds or range(config.folds):
         dev_rows = [i for i, f in enumerate(fold_of) if f == k]
         train_rows = [i for i, f in enumerate(fold_of) if f != k]
         train_set = data.take(train_rows)
         train_set.responses = [trained[i] for i in train_rows]
         print(f"fold {k + 1}/{config.folds}: {len(train_rows)} training, {len(dev_rows)} held-out responses "
               f"({len({responses[i].speaker for i in dev_rows})} speakers)")
-        model = model if k == 0 else new_model(config)
+        model = model if not fold_metrics else new_model(config)
         history, decoded = fit(config, model, train_set, data.take(dev_rows), out / f"fold{k}", select=False)
         fold_metrics.append(history[-1]["metrics"])
         for row, i in enumerate(dev_rows):
@@ -398,7 +404,9 @@ def crossval(config: TrainConfig) -> dict:
                              [decoded.words[row]] if decoded.words is not None else None)
     if not PartialState().is_main_process:
         return {}
-    report = write_crossval(config, responses, fold_of, oof, data.words, fold_metrics, model.scale, out)
+    rows = [i for i, d in enumerate(oof) if d is not None]
+    report = write_crossval(config, [responses[i] for i in rows], [fold_of[i] for i in rows], [oof[i] for i in rows],
+                            [data.words[i] for i in rows], fold_metrics, model.scale, out)
     print_crossval(report)
     return report
 

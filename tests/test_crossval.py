@@ -98,13 +98,23 @@ def test_crossval_with_word_heads_writes_out_of_fold_predictions(tiny_whisper, s
     n_words = sum(len(r.text.split()) for r in responses)
     assert len(list(csv.DictReader(open(out / "oof_words.tsv"), delimiter="\t"))) == n_words
     report = json.loads((out / "cv.json").read_text())
-    assert report["metrics"]["word/accuracy"]["n"] == n_words and report["metrics"]["total/soft"]["n"] == 36
+    assert report["metrics"]["word/accuracy"]["n"] == n_words and report["metrics"]["total/soft"]["n"] == len(responses)
     assert set(report["spread"]["total/soft"]) == {"mean", "sd"} and len(report["bands"]["total/soft"]) == 4
-    assert 0 <= report["review"]["soft"]["flagged"] <= 36
+    assert 0 <= report["review"]["soft"]["flagged"] <= len(responses)
     capsys.readouterr()
     report_main([str(out), "--detail"])
     printed = capsys.readouterr().out
     assert "| 0–3 |" in printed and "Word level" in printed and "Review flag" in printed
+    report_main([str(out), "--folds", "0,2"])  # the figures recomputed from oof.tsv on two folds
+    assert "(folds 0,2)" in capsys.readouterr().out
+
+    part = tmp_path / "cv-part"  # one fold of the same split: the same held-out speakers, the same predictions
+    train_main(["--manifest", str(small_manifest), "--model", tiny_whisper, "--folds", "3", "--run-folds", "1",
+                "--epochs", "1", "--batch-size", "8", "--target", "total,accuracy", "--cache-dir", str(tmp_path / "cache"),
+                "--word-scores", str(speechocean_clips / "words.tsv"), "--word-target", "accuracy,total",
+                "--reweight", "0.5", "--out", str(part)])
+    part_rows = list(csv.DictReader(open(part / "oof.tsv"), delimiter="\t"))
+    assert part_rows == [r for r in rows if r["fold"] == "1"]
 
     grader = Grader.load(out / "fold0")
     audio = load_audio(responses[0].audio)
