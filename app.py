@@ -30,15 +30,15 @@ def gpu(fn):
 
 
 @gpu
-def run_model(grader, audios, prompts):
-    return grader.grade_batch(audios, prompts)
+def assess(grader, paths, texts, options):
+    return grader.assess_batch(paths, texts, options)
 
 
 @gpu
-def run_evidence(grader, audio, reference_text):
+def run_evidence(grader, audio, reference_text, speech):
     from grader.evidence import build_evidence
 
-    return build_evidence(grader, audio, reference_text)
+    return build_evidence(grader, audio, reference_text, speech)
 
 
 def upload_folder() -> Path:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     except StorageError as error:  # damaged, missing with overrides waiting for it, unreachable: say so, touch nothing
         log.error("the app did not start: %s.", error)
         return 2
-    services = Services(config, grader, db, workdir=workdir, load_error=load_error, run_model=run_model,
+    services = Services(config, grader, db, workdir=workdir, load_error=load_error, assess=assess,
                         run_evidence=run_evidence)
     demo = build_app(services, auth=bool(users))
     demo.queue(default_concurrency_limit=config.concurrency, max_size=64)

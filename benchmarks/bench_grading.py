@@ -1,11 +1,12 @@
-"""Grading speed on CPU: end-to-end latency of one grade (decode file -> gate -> features -> model -> result),
-model load time, peak memory and batch throughput, for the naive path and the optimised one side by side.
+"""Grading speed on CPU: end-to-end latency of one grade through the front door, `Grader.assess` (decode file ->
+gate -> trim -> features -> model -> reference check -> review), model load time, peak memory and batch
+throughput, for the naive path and the optimised one side by side.
 
 Variants (each runs in its own process, so load time and peak RSS are its own):
     naive      the stock Whisper recipe: every clip padded to the 30-s window, graded one at a time,
                torch's default thread count
     optimised  the shipped path: real-length encoding (masked), length-bucketed batches via
-               Grader.grade_batch, torch.inference_mode, torch.set_num_threads(--threads)
+               Grader.assess_batch, torch.inference_mode, torch.set_num_threads(--threads)
     bf16       the optimised path with Grader.load(precision="bf16") (autocast); scores are compared with fp32
 
 Latency clips are built from real speech: speechocean762 read-aloud clips concatenated to 5, 15 and 30 s and
@@ -112,8 +113,6 @@ def run_variant(opts: GradingBench) -> dict:
     t0 = time.perf_counter()
     import torch
 
-    from grader.audio import load_audio
-    from grader.audio import check_audio
     from grader.inference import Grader
 
     import_s = time.perf_counter() - t0
@@ -129,19 +128,12 @@ def run_variant(opts: GradingBench) -> dict:
     plan = json.loads((Path(opts.workdir) / "plan.json").read_text())
 
     def grade_file(item: dict) -> tuple[dict, dict]:
-        cpu = time.process_time()
-        t = [time.perf_counter()]
-        audio = load_audio(item["path"])
-        t.append(time.perf_counter())
-        gate = check_audio(audio)
-        t.append(time.perf_counter())
-        if not gate.scorable:
-            raise RuntimeError(f"{item['path']} failed the gate: {gate.reason}")
-        prediction = grader.grade(audio, item["prompt"])
-        t.append(time.perf_counter())
-        return {"decode": t[1] - t[0], "gate": t[2] - t[1], "model": t[3] - t[2], "total": t[3] - t[0],
-                "cpu": time.process_time() - cpu}, \
-            scores_of(prediction)
+        cpu, start = time.process_time(), time.perf_counter()
+        assessment = grader.assess(item["path"], item["prompt"])
+        total = time.perf_counter() - start
+        if not assessment.scorable:
+            raise RuntimeError(f"{item['path']} failed the gate: {assessment.gate.reason}")
+        return assessment.timings | {"total": total, "cpu": time.process_time() - cpu}, scores_of(assessment.prediction)
 
     latency, clip_scores = {}, {}
     for seconds in sorted({c["seconds"] for c in plan["latency"]}):
@@ -159,31 +151,28 @@ def run_variant(opts: GradingBench) -> dict:
             "seconds": seconds, "runs": len(times), "p50_s": percentile(totals, 50), "p95_s": percentile(totals, 95),
             "rtf_p50": round(percentile(totals, 50) / seconds, 4),
             "cpu_p50_s": percentile([t["cpu"] for t in times], 50),
-            "median_parts_s": {k: percentile([t[k] for t in times], 50) for k in ("decode", "gate", "model")}}
+            "median_parts_s": {k: percentile([t[k] for t in times], 50) for k in ("decode_gate", "model", "reference")}}
 
     throughput = None
     n = (opts.naive_batch_clips or opts.batch_clips) if naive else opts.batch_clips
     if n:
         items = plan["batch"][:n]
+        paths, prompts = [i["path"] for i in items], [i["prompt"] for i in items]
         t0 = time.perf_counter()
-        audios, prompts = [], []
-        for item in items:
-            audio = load_audio(item["path"])
-            if check_audio(audio).scorable:
-                audios.append(audio)
-                prompts.append(item["prompt"])
-        t1 = time.perf_counter()
         if naive:
-            predictions = [grader.grade(a, p) for a, p in zip(audios, prompts)]
+            assessed = [grader.assess(a, p) for a, p in zip(paths, prompts)]
         else:
-            predictions = grader.grade_batch(audios, prompts, batch_size=opts.batch_size)
-        t2 = time.perf_counter()
-        audio_s = sum(len(a) for a in audios) / 16000
-        throughput = {"clips": len(items), "graded": len(audios), "audio_s": round(audio_s, 1),
-                      "batch_size": 1 if naive else opts.batch_size, "decode_gate_s": round(t1 - t0, 2),
-                      "model_s": round(t2 - t1, 2), "responses_per_s": round(len(audios) / (t2 - t0), 2),
-                      "model_responses_per_s": round(len(audios) / (t2 - t1), 2),
-                      "scores": [scores_of(p) for p in predictions]}
+            assessed = grader.assess_batch(paths, prompts, batch_size=opts.batch_size)
+        elapsed = time.perf_counter() - t0
+        graded = [a for a in assessed if a.scorable]
+        audio_s = sum(len(a.audio) for a in graded) / 16000
+        throughput = {"clips": len(items), "graded": len(graded), "audio_s": round(audio_s, 1),
+                      "batch_size": 1 if naive else opts.batch_size,
+                      "decode_gate_s": round(sum(a.timings["decode_gate"] for a in graded), 2),
+                      "model_s": round(sum(a.timings["model"] for a in graded), 2),
+                      "reference_s": round(sum(a.timings["reference"] for a in graded), 2),
+                      "responses_per_s": round(len(graded) / elapsed, 2),
+                      "scores": [scores_of(a.prediction) for a in graded]}
 
     return {"variant": opts.variant, "threads": torch.get_num_threads(), "import_s": round(import_s, 2),
             "load_s": round(load_s, 2),

@@ -1,19 +1,31 @@
-"""Running a grader over audio: batched encoding, scoring, and the `Grader` the app and CLIs use."""
+"""Running a grader over audio: batched encoding, scoring, and the `Grader` the app and CLIs use.
+
+`Grader.assess` (and `assess_batch`) is the front door every caller uses, the web app, `grader.predict`,
+`grader.evaluate` and the benchmarks: a recording in; decode, gate, trim, model, review reasons and CEFR band out,
+as one `Assessment`.
+"""
 
 import logging
 import threading
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .backbones import AudioStates, BackboneConfig
+from .audio import TRIM_MARGIN_S, AudioLimits, GateConfig, GateResult, SpeechSegment, check_audio, inspect_file
+from .audio import trim_to_speech
+from .backbones import AudioStates, BackboneConfig, WhisperBackbone
+from .backbones.whisper import adapters_off
 from .data import length_batches
+from .evidence.alignment import spoken_words
 from .model import Decoded, decode
 from .model import GraderModel, LoraOptions, ModelConfig, read_checkpoint_info
+from .reference import ReferenceMatch, match_references
+from .review import Review, review_reasons
 from .scale import ScoreScale
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,8 +134,8 @@ class Grader:
         self.checkpoint_id = checkpoint_id
         self.info = info
         self.precision = PRECISIONS[precision]
-        # Held while grading and while the transcriber has the LoRA adapters switched off (grader.evidence.transcribe):
-        # the adapters are state of the one shared model, and Gradio runs events in threads.
+        # Held while grading and while the adapters are off (`stock_whisper`): the adapters are state of the one
+        # shared model, and Gradio runs events in threads.
         self.lock = threading.Lock()
 
     @classmethod
@@ -186,18 +198,85 @@ class Grader:
     def uses_text(self) -> bool:
         return self.model.config.use_text
 
+    def assess(self, recording: str | Path | np.ndarray, reference_text: str | None = None,
+               options: "AssessOptions | None" = None) -> "Assessment":
+        """Grade one recording (a file, or 16-kHz mono audio as `load_audio` returns it) the way every caller
+        does: see `assess_batch`."""
+        return self.assess_batch([recording], [reference_text], options)[0]
+
+    def assess_batch(self, recordings: list[str | Path | np.ndarray], reference_texts: list[str | None] | None = None,
+                     options: "AssessOptions | None" = None, batch_size: int = 16) -> list["Assessment"]:
+        """Decode and gate each recording; grade the scorable ones, batched, on their speech (`trim_to_speech`,
+        with the VAD segments the gate found); check each against its reference text (`grader.reference`; an open
+        answer, with none, is not checked); and say why an examiner should review it (`grader.review`)."""
+        options = options or AssessOptions()
+        texts = [(t or "").strip() or None for t in reference_texts or [None] * len(recordings)]
+        out = []
+        for recording in recordings:
+            start = time.perf_counter()
+            if isinstance(recording, np.ndarray):
+                audio, gate = recording, check_audio(recording, options.gate)
+            else:
+                audio, gate = inspect_file(recording, options.limits, options.gate)
+            out.append(Assessment(gate, audio=audio, timings={"decode_gate": time.perf_counter() - start}))
+        scorable = [i for i, a in enumerate(out) if a.scorable]
+        if not scorable:
+            return out
+        start = time.perf_counter()
+        heard = [out[i].audio if options.trim_margin_s is None else
+                 trim_to_speech(out[i].audio, list(out[i].gate.speech), options.trim_margin_s) for i in scorable]
+        predictions, states = self._grade_batch(heard, [texts[i] for i in scorable], batch_size)
+        model_s = (time.perf_counter() - start) / len(scorable)
+        start = time.perf_counter()
+        checked = [k for k, i in enumerate(scorable) if texts[i] and spoken_words(texts[i])]
+        matches: dict[int, ReferenceMatch] = {}
+        if checked:
+            with self.stock_whisper() as whisper:
+                if whisper is not None:
+                    if self.model.audio_encoder_trainable:  # LoRA in the encoder: stock Whisper hears it afresh
+                        states = dict(zip(checked, encode_audios(self.model, [heard[k] for k in checked], batch_size,
+                                                                 self.precision)))
+                    found = match_references(whisper, [states[k] for k in checked],
+                                             [texts[scorable[k]] for k in checked])
+                    matches = dict(zip(checked, found))
+        reference_s = (time.perf_counter() - start) / len(scorable)
+        for k, i in enumerate(scorable):
+            a = out[i]
+            a.prediction, a.reference, a.reference_text = predictions[k], matches.get(k), texts[i]
+            a.review = review_reasons(a.prediction, a.reference)
+            a.timings |= {"model": model_s, "reference": reference_s}
+        return out
+
+    @contextmanager
+    def stock_whisper(self) -> Iterator[WhisperBackbone | None]:
+        """The grader's Whisper as OpenAI trained it, every LoRA adapter off, for the transcript and the reference
+        check (None for a backbone without a Whisper decoder). No grade runs meanwhile: the lock is held, and the
+        adapters are back on when the block ends, however it ends."""
+        whisper = self.model.backbone
+        if not isinstance(whisper, WhisperBackbone):
+            yield None
+            return
+        with self.lock, adapters_off(whisper.model):
+            yield whisper
+
     def grade(self, audio: np.ndarray, prompt: str | None = None) -> Prediction:
+        """The model alone on audio as given: no gate, no trim, no review (`assess` does all of them)."""
         return self.grade_batch([audio], [prompt])[0]
 
     def grade_batch(self, audios: list[np.ndarray], prompts: list[str | None] | None = None,
                     batch_size: int = 16) -> list[Prediction]:
+        return self._grade_batch(audios, prompts, batch_size)[0]
+
+    def _grade_batch(self, audios: list[np.ndarray], prompts: list[str | None] | None,
+                     batch_size: int) -> tuple[list[Prediction], list[torch.Tensor]]:
+        """The predictions, and the encoder states they were made from (the reference check reads them too)."""
         start = time.perf_counter()
         prompts = prompts if prompts and self.uses_text else [None] * len(audios)
         with self.lock:
             states = encode_audios(self.model, audios, batch_size, self.precision)
             decoded = score_states(self.model, states, prompts, batch_size, self.precision)
         latency = (time.perf_counter() - start) / max(len(audios), 1)
-        return [self._prediction(decoded, i, latency, prompts[i]) for i in range(len(audios))]
+        return [self._prediction(decoded, i, latency, prompts[i]) for i in range(len(audios))], states
 
     def _prediction(self, decoded: Decoded, i: int, latency: float, prompt: str | None = None) -> Prediction:
         scores = {aspect: AspectScore(float(decoded.regression[i, a]), float(decoded.soft[i, a]),
@@ -213,3 +292,43 @@ class Grader:
             words = [{"word": word, **{a: round(float(v), 2) for a, v in zip(aspects, row)}}
                      for word, row in zip(prompt.split(), decoded.words[i].tolist())]
         return Prediction(scores, self.scale, self.checkpoint_id, latency, words, note, uncalibrated=self.uncalibrated)
+
+
+@dataclass(frozen=True)
+class AssessOptions:
+    """How a recording reaches the model."""
+
+    limits: AudioLimits = field(default_factory=AudioLimits)  # what the decoder accepts
+    gate: GateConfig = field(default_factory=GateConfig)  # what the gate grades
+    trim_margin_s: float | None = TRIM_MARGIN_S  # speech kept with this margin; None: the whole recording, for
+    # comparison with grading before trimming (benchmarks/bench_robustness.py --no-trim)
+
+
+@dataclass
+class Assessment:
+    """One recording through the front door. Refused by the gate: no prediction, and the gate says why."""
+
+    gate: GateResult
+    prediction: Prediction | None = None
+    review: list[Review] = field(default_factory=list)
+    reference: ReferenceMatch | None = None  # words of the reference text found; None: not checked (no text)
+    reference_text: str | None = None
+    audio: np.ndarray | None = None  # the decoded recording, whole (None: it could not be read)
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per response: decode_gate, model, reference
+
+    @property
+    def scorable(self) -> bool:
+        return self.gate.scorable
+
+    @property
+    def speech(self) -> list[SpeechSegment]:
+        """What the VAD heard, in seconds of `audio`: the evidence step is handed these."""
+        return list(self.gate.speech)
+
+    def to_dict(self) -> dict:
+        """The result as scripts get it: from the app's `grade` API and from `grader.predict`, alike."""
+        out = {"scorable": self.scorable, "gate_code": self.gate.code, "gate_reason": self.gate.reason}
+        if self.prediction:
+            out |= self.prediction.to_dict() | {"review": [r.to_dict() for r in self.review],
+                                                "reference": self.reference.to_dict() if self.reference else None}
+        return out

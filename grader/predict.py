@@ -1,4 +1,5 @@
-"""Grade audio files with a checkpoint; one JSON line per file.
+"""Grade audio files with a checkpoint; one JSON line per file, the result the app's `grade` API returns
+(`Assessment.to_dict`): a recording the gate refuses gets its code and reason and no score, as in the app.
 
     python -m grader.predict recording.wav other.flac [--text "reference text"] [--checkpoint DIR] [--evidence]
 """
@@ -6,7 +7,6 @@
 import json
 from dataclasses import dataclass, field
 
-from .audio import AudioError, load_audio
 from .evidence import build_evidence
 from .inference import Grader
 from .options import parse_options
@@ -29,14 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     options = parse_options(PredictOptions, argv, positional="audio")
     grader = Grader.load(options.checkpoint, threads=options.threads, precision=options.precision)
     for path in options.audio:
-        try:
-            audio = load_audio(path)
-            out = {"file": path, **grader.grade(audio, options.text).to_dict()}
-            if options.evidence:
-                out["evidence"] = build_evidence(grader, audio, options.text)
-            print(json.dumps(out, ensure_ascii=False), flush=True)
-        except AudioError as error:
-            print(json.dumps({"file": path, "error": str(error)}), flush=True)
+        assessment = grader.assess(path, options.text)
+        out = {"file": path, **assessment.to_dict()}
+        if options.evidence and assessment.scorable:
+            out["evidence"] = build_evidence(grader, assessment.audio, assessment.reference_text, assessment.speech)
+        print(json.dumps(out, ensure_ascii=False), flush=True)
 
 
 if __name__ == "__main__":

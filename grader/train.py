@@ -35,7 +35,7 @@ import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
 from tqdm import tqdm
 
-from .audio import SAMPLE_RATE, load_audio
+from .audio import SAMPLE_RATE, load_audio, trim_to_speech
 from .backbones import AudioStates
 from .data import (ManifestError, Response, WordScores, length_batches, read_manifest, read_rater_means,
                    read_speak_and_improve, read_word_scores, speaker_folds, split_by_speaker)
@@ -163,7 +163,7 @@ def word_targets(responses: list[Response], scores: dict[str, WordScores], aspec
 def prepare(config: TrainConfig, model: GraderModel, responses: list[Response]) -> Examples:
     """Load the audio, cache the frozen encoder's outputs and read the word targets, once for all folds."""
     started = time.perf_counter()
-    audio = [load_audio(r.audio) for r in tqdm(responses, desc="loading audio", leave=False)]
+    audio = [trim_to_speech(load_audio(r.audio)) for r in tqdm(responses, desc="loading audio", leave=False)]
     states = None
     if not model.audio_encoder_trainable:
         model.eval()

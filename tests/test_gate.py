@@ -21,7 +21,7 @@ def seconds(n: float) -> int:
 
 def test_real_speech_is_scorable(speech):
     result = check_audio(speech)
-    assert result == GateResult(True, None, None, result.measures)
+    assert result == GateResult(True, None, None, result.measures, result.speech) and result.speech
     assert set(result.measures) == MEASURES and 1.2 < result.measures["speech_s"] < 2.0
 
 

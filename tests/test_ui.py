@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from grader.inference import Grader
+from grader.review import review_reasons
 from storage import Database
 from ui import callbacks as cb
 from ui.cards import result_card
@@ -111,14 +112,14 @@ def test_review_flags_disagreement_and_flat_distribution(services, speech_clip):
     prediction = cb.grade_file(services, speech_clip).prediction
     score = prediction.scores["total"]
     score.regression, score.soft = 3.0, 6.0
-    assert any("differ by 3.00" in r for r in cb.review_reasons(prediction))
+    assert any(r.code == "heads_disagree" and "differ by 3.00" in r.text for r in review_reasons(prediction))
     score.regression, score.soft = 5.0, 5.0
     score.probs = [1 / len(score.probs)] * len(score.probs)
-    reasons = cb.review_reasons(prediction)
-    assert len(reasons) == 1 and "flat" in reasons[0]
+    reasons = review_reasons(prediction)
+    assert [r.code for r in reasons] == ["flat_distribution"] and "flat" in reasons[0].text
     score.probs = [0.0] * len(score.probs)
     score.probs[5] = 1.0
-    assert cb.review_reasons(prediction) == []
+    assert review_reasons(prediction) == []
 
 
 def test_override_saved_and_found(services, speech_clip):

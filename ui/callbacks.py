@@ -27,10 +27,11 @@ import gradio as gr
 import numpy as np
 import plotly.graph_objects as go
 
-from grader.audio import SAMPLE_RATE, AudioError, GateResult, inspect_file, load_audio
+from grader.audio import SAMPLE_RATE, GateResult, SpeechSegment
 from grader.data import ManifestError, read_manifest
 from grader.evidence import build_evidence
-from grader.inference import Grader, Prediction
+from grader.inference import AssessOptions, Assessment, Grader, Prediction
+from grader.review import Review
 from grader.metrics import score_metrics
 from grader.scale import ScoreScale, get_scale
 from storage import AGREEMENTS, Database, StorageError
@@ -43,7 +44,6 @@ from .cards import evidence_html
 AUDIO_TYPES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".aac", ".mp4")
 REASON_CODES = ("pronunciation", "fluency", "prosody", "grammar/vocabulary", "task/content", "audio quality",
                 "speaker or accent", "other")
-FLAT_ENTROPY = 0.85  # normalised entropy above which the distribution says "could be anything"
 log = logging.getLogger("grader.app")
 NO_CHECKPOINT = ("No grader checkpoint is available, so nothing can be graded. Train one with "
                  "`python -m grader.train` (see the README) or start the app with `--checkpoint DIR`.")
@@ -59,9 +59,10 @@ class Services:
     db: Database
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="grader-")))
     load_error: str | None = None
-    run_model: Callable[[Grader, list[np.ndarray], list[str | None]], list[Prediction]] = (
-        lambda grader, audios, prompts: grader.grade_batch(audios, prompts))
-    run_evidence: Callable[[Grader, np.ndarray, str | None], dict] = build_evidence
+    # The front door (Grader.assess_batch) and the evidence step, replaceable by app.py (a GPU lent per call).
+    assess: Callable[[Grader, list[Path], list[str | None], AssessOptions], list[Assessment]] = (
+        lambda grader, paths, texts, options: grader.assess_batch(paths, texts, options))
+    run_evidence: Callable[[Grader, np.ndarray, str | None, list[SpeechSegment]], dict] = build_evidence
 
 
 def event(fn: Callable) -> Callable:
@@ -120,61 +121,60 @@ def check_upload(services: Services, path: str | Path) -> Path:
 
 @dataclass
 class Graded:
-    """One response through the gate and (if scorable) the model."""
+    """One response through the grader's front door (`Assessment`), as stored."""
     response_id: int
     grade_id: int
-    gate: GateResult
-    prediction: Prediction | None
-    review: list[str]
+    assessment: Assessment
+
+    @property
+    def gate(self) -> GateResult:
+        return self.assessment.gate
+
+    @property
+    def prediction(self) -> Prediction | None:
+        return self.assessment.prediction
+
+    @property
+    def review(self) -> list[Review]:
+        return self.assessment.review
 
 
 # ---- grading ----------------------------------------------------------------------------------------------
 
-def review_reasons(prediction: Prediction) -> list[str]:
-    """Why an examiner should listen to this one: the two heads disagree by more than half a class step
-    (0.5 on speechocean762's 1-point classes, 0.25 on a half-band scale), or the distribution is flat."""
-    score, scale = prediction.scores[prediction.headline], prediction.scale
-    reasons = []
-    gap = abs(score.regression - score.soft)
-    if gap > 0.5 * scale.step:
-        reasons.append(f"the regression ({score.regression:.2f}) and soft ({score.soft:.2f}) scores differ by "
-                       f"{gap:.2f}, more than half a class step ({0.5 * scale.step:g})")
-    entropy = normalised_entropy(score.probs)
-    if entropy > FLAT_ENTROPY:
-        reasons.append(f"the class distribution is nearly flat (normalised entropy {entropy:.2f} > {FLAT_ENTROPY}): "
-                       "the model is unsure")
-    return reasons
-
-
-def normalised_entropy(probs: list[float]) -> float:
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1)
-    return float(-(p * np.log(p)).sum() / math.log(len(p))) if len(p) > 1 else 0.0
-
-
 def grade_file(services: Services, path: str | Path, candidate: str = "", task_part: str = "", prompt: str = "",
                progress: Callable = lambda fraction, desc: None) -> Graded:
-    """Gate, grade and store one file. A refused file is stored as non-scorable with the gate's reason."""
+    """Grade and store one file (the Grade tab). A refused file is stored as non-scorable with the gate's reason."""
     grader = require_grader(services)
-    config = services.config
-    check_text_fields(config, candidate, task_part, prompt)
-    audio, gate = inspect_file(path, config.audio_limits, config.gate)
-    response_id = store_response(services, Path(path), candidate, task_part, prompt, gate)
+    check_text_fields(services.config, candidate, task_part, prompt)
+    progress(0.3, desc="Grading")
+    assessment = services.assess(grader, [Path(path)], [prompt], assess_options(services.config))[0]
+    progress(0.9, desc="Saving")
+    return store_grade(services, Path(path), candidate, task_part, prompt, assessment)
+
+
+def assess_options(config: AppConfig) -> AssessOptions:
+    return AssessOptions(limits=config.audio_limits, gate=config.gate)
+
+
+def store_grade(services: Services, path: Path, candidate: str, task_part: str, prompt: str,
+                assessment: Assessment) -> Graded:
+    """The response row and its grade row; a refused recording is stored as non-scorable with the gate's reason."""
+    grader, gate, prediction = services.grader, assessment.gate, assessment.prediction
+    response_id = store_response(services, path, candidate, task_part, prompt, gate)
     measures = gate.measures | {"gate_code": gate.code}
-    if not gate.scorable:
+    if prediction is None:
         grade_id = services.db.add_grade(response_id, checkpoint_id=grader.checkpoint_id, scale_name=grader.scale.name,
                                          scores={}, scorable=False, latency_s=0.0, gate_reason=gate.reason,
                                          gate_measures=measures)
         log.info("grade %d (response %d): not scorable, %s", grade_id, response_id, gate.code)
-        return Graded(response_id, grade_id, gate, None, [])
-    progress(0.3, desc="Grading")
-    prediction = services.run_model(grader, [audio], [prompt.strip() or None])[0]
-    progress(0.9, desc="Saving")
-    grade_id = services.db.add_grade(response_id, checkpoint_id=prediction.checkpoint, scale_name=prediction.scale.name,
-                                     scores={a: asdict(x) for a, x in prediction.scores.items()}, scorable=True,
-                                     latency_s=prediction.latency_s, headline=prediction.headline,
-                                     gate_measures=measures)
-    log.info("grade %d (response %d): graded in %.2f s", grade_id, response_id, prediction.latency_s)
-    return Graded(response_id, grade_id, gate, prediction, review_reasons(prediction))
+    else:
+        grade_id = services.db.add_grade(response_id, checkpoint_id=prediction.checkpoint,
+                                         scale_name=prediction.scale.name,
+                                         scores={a: asdict(x) for a, x in prediction.scores.items()}, scorable=True,
+                                         latency_s=prediction.latency_s, headline=prediction.headline,
+                                         gate_measures=measures)
+        log.info("grade %d (response %d): graded in %.2f s", grade_id, response_id, prediction.latency_s)
+    return Graded(response_id, grade_id, assessment)
 
 
 def check_text_fields(config: AppConfig, candidate: str, task_part: str, prompt: str, where: str = "") -> None:
@@ -217,12 +217,9 @@ def sha256(path: Path) -> str:
 
 
 def result_json(graded: Graded) -> dict:
-    """The machine-readable result (what scripts get from the `grade` API)."""
-    out = {"response_id": graded.response_id, "grade_id": graded.grade_id, "scorable": graded.gate.scorable, "gate_code": graded.gate.code,
-           "gate_reason": graded.gate.reason}
-    if graded.prediction:
-        out |= graded.prediction.to_dict() | {"review": graded.review}
-    return out
+    """The machine-readable result (what scripts get from the `grade` API): `Assessment.to_dict`, as
+    `grader.predict` prints it, with the stored ids."""
+    return {"response_id": graded.response_id, "grade_id": graded.grade_id} | graded.assessment.to_dict()
 
 
 def figure(graded: Graded) -> go.Figure | None:
@@ -240,31 +237,24 @@ class Evidence:
     audio: np.ndarray
 
 
-def evidence_for(services: Services, path: str | Path | None, grade_id: int | None) -> Evidence | None:
-    """Compute and store the evidence of a scored grade, from the same recording (checked by its hash) and the
-    reference text stored with it. None for a response that was not scored. The score is never touched."""
+def evidence_for(services: Services, graded: Graded | None) -> Evidence | None:
+    """Compute and store the evidence of the grade just made in this session, from the audio the grade decoded and
+    the speech its VAD found (nothing is read, hashed or heard twice), and its reference text. None for a response
+    that was not scored. The score is never touched."""
     grader = require_grader(services)
-    if not grade_id:
+    if graded is None:
         raise gr.Error("Grade a response first: there is no evidence without a grade.")
-    stored = services.db.grade(int(grade_id))
-    if stored is None:
-        raise gr.Error(f"There is no grade #{int(grade_id)}.")
-    if not stored["scorable"]:
+    a = graded.assessment
+    if not a.scorable:
         return None
-    if not path or not Path(path).is_file() or sha256(Path(path)) != stored["response"]["audio_sha256"]:
-        raise gr.Error(f"This recording is not the one graded as #{int(grade_id)}: grade it first.")
+    evidence = services.run_evidence(grader, a.audio, a.reference_text, a.speech)
     try:
-        audio = load_audio(path, services.config.audio_limits)
-    except AudioError as error:
-        raise gr.Error(str(error)) from error
-    evidence = services.run_evidence(grader, audio, stored["response"]["prompt_text"])
-    try:
-        services.db.set_evidence(int(grade_id), evidence)
+        services.db.set_evidence(graded.grade_id, evidence)
     except StorageError as error:
-        log.warning("evidence for grade %d not stored: %s", int(grade_id), error)
+        log.warning("evidence for grade %d not stored: %s", graded.grade_id, error)
         raise gr.Error(f"The evidence was computed but not saved: {error}", title="Not saved") from error
-    log.info("evidence for grade %d in %.2f s", int(grade_id), evidence["latency_s"])
-    return Evidence(int(grade_id), evidence, audio)
+    log.info("evidence for grade %d in %.2f s", graded.grade_id, evidence["latency_s"])
+    return Evidence(graded.grade_id, evidence, a.audio)
 
 
 def evidence_outputs(found: Evidence | None) -> tuple:
@@ -575,9 +565,10 @@ def _file_name(name: str, longest: int = 100) -> str:
     return f"{name[: longest - len(suffix) - 1]}…{suffix}"
 
 
-def grade_rows(services: Services, items: list[Item]) -> Iterator[tuple[list[str], list[list]]]:
-    """Grade each item (gate first) and store every one, yielding the table's header and its rows so far after
-    each: the Batch tab shows them as they come, and a cancel stops the batch between two responses."""
+def grade_rows(services: Services, items: list[Item], chunk: int = 16) -> Iterator[tuple[list[str], list[list]]]:
+    """Grade the items through the grader's batched front door, `chunk` at a time, and store every one, yielding
+    the table's header and its rows so far after each chunk: the Batch tab shows them as they come, and a cancel
+    stops the batch between two chunks."""
     grader = require_grader(services)
     if not items:
         raise gr.Error("Upload audio files, a zip of them, or a manifest.")
@@ -586,17 +577,20 @@ def grade_rows(services: Services, items: list[Item]) -> Iterator[tuple[list[str
     aspects = grader.aspects
     header = BATCH_COLUMNS + [f"{a}_{h}" for a in aspects for h in ("regression", "soft")] + ["cefr", "review"]
     rows = []
-    for path, candidate, task_part, prompt in items:
-        graded = grade_file(services, path, candidate, task_part, prompt)
-        row = [path.name, candidate, graded.response_id, graded.grade_id, graded.gate.scorable,
-               graded.gate.reason or ""]
-        if graded.prediction:
-            p = graded.prediction
-            row += [_round(getattr(p.scores[a], h)) for a in aspects for h in ("regression", "soft")]
-            row += [p.cefr or "", "; ".join(graded.review)]
-        else:
-            row += [""] * (2 * len(aspects) + 2)
-        rows.append(row)
+    for start in range(0, len(items), chunk):
+        part = items[start: start + chunk]
+        assessed = services.assess(grader, [i[0] for i in part], [i[3] for i in part], assess_options(services.config))
+        for (path, candidate, task_part, prompt), assessment in zip(part, assessed):
+            graded = store_grade(services, path, candidate, task_part, prompt, assessment)
+            row = [path.name, candidate, graded.response_id, graded.grade_id, graded.gate.scorable,
+                   graded.gate.reason or ""]
+            if graded.prediction:
+                p = graded.prediction
+                row += [_round(getattr(p.scores[a], h)) for a in aspects for h in ("regression", "soft")]
+                row += [p.cefr or "", "; ".join(r.text for r in graded.review)]
+            else:
+                row += [""] * (2 * len(aspects) + 2)
+            rows.append(row)
         yield header, rows
 
 

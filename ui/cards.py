@@ -21,7 +21,7 @@ def result_card(graded) -> str:
                    f"<td>{s.hard:g}</td></tr>" for aspect, s in p.scores.items())
     review = ""
     if graded.review:
-        items = "".join(f"<li>{html.escape(r)}</li>" for r in graded.review)
+        items = "".join(f'<li class="{r.code}">{html.escape(r.text)}</li>' for r in graded.review)
         review = f'<div class="review"><strong>Review recommended</strong><ul>{items}</ul></div>'
     if p.uncalibrated:
         review += f'<div class="review"><strong>Uncalibrated</strong><p>{html.escape(ZERO_SHOT_NOTE)}.</p></div>'

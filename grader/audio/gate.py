@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .decode import MAX_SECONDS, SAMPLE_RATE, AudioError, AudioLimits, load_audio
-from .vad import at_typical_level, speech_segments
+from .vad import SpeechSegment, speech_segments
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class GateResult:
     reason: str | None  # a short sentence for a person
     code: str | None  # for machines: silent, no_speech, too_little_speech, clipped, too_short, too_long, ...
     measures: dict[str, float] = field(default_factory=dict)
+    speech: tuple[SpeechSegment, ...] = ()  # what the VAD heard, handed on to the trim and the evidence
 
 
 def check_audio(audio: np.ndarray, config: GateConfig = GateConfig()) -> GateResult:
@@ -41,10 +42,10 @@ def check_audio(audio: np.ndarray, config: GateConfig = GateConfig()) -> GateRes
         return GateResult(False, "The audio holds invalid samples (NaN or infinite values).", "unreadable",
                           {"duration_s": duration})
     audio = np.clip(audio, -1.0, 1.0)
-    measures = _measure(audio, config)
+    measures, segments = _measure(audio, config)
 
     def refuse(code: str, reason: str) -> GateResult:
-        return GateResult(False, reason, code, measures)
+        return GateResult(False, reason, code, measures, segments)
 
     speech = measures["speech_s"]
     if duration < config.min_seconds:
@@ -64,7 +65,7 @@ def check_audio(audio: np.ndarray, config: GateConfig = GateConfig()) -> GateRes
     if measures["speech_ratio"] < config.min_speech_ratio:
         return refuse("too_little_speech", f"Too little speech ({speech:.1f} s in {duration:.1f} s of recording; "
                                            f"at least {config.min_speech_ratio:.0%} of it should be speech).")
-    return GateResult(True, None, None, measures)
+    return GateResult(True, None, None, measures, segments)
 
 
 def inspect_file(path: str | Path, limits: AudioLimits = AudioLimits(),
@@ -78,7 +79,7 @@ def inspect_file(path: str | Path, limits: AudioLimits = AudioLimits(),
     return audio, check_audio(audio, gate_config)
 
 
-def _measure(audio: np.ndarray, config: GateConfig) -> dict[str, float]:
+def _measure(audio: np.ndarray, config: GateConfig) -> tuple[dict[str, float], tuple[SpeechSegment, ...]]:
     """Levels after removing DC (an offset is harmless, but would hide silence and fool the VAD); clipping on
     the raw samples, where the converter's rails are."""
     n = max(len(audio), 1)  # an empty recording measures as silence
@@ -86,12 +87,12 @@ def _measure(audio: np.ndarray, config: GateConfig) -> dict[str, float]:
     centred = audio - dc_offset
     peak = float(np.abs(centred).max(initial=0.0))
     rms = float(np.sqrt(centred @ centred / n))
-    segments = speech_segments(at_typical_level(centred))
+    segments = tuple(speech_segments(centred))
     speech = float(sum(segment.end - segment.start for segment in segments))
     duration = len(audio) / SAMPLE_RATE
     return {"duration_s": duration, "speech_s": speech, "speech_ratio": speech / duration if duration else 0.0,
             "peak_dbfs": _dbfs(peak), "rms_dbfs": _dbfs(rms), "clipped_fraction": _clipped_fraction(audio, config),
-            "dc_offset": dc_offset}
+            "dc_offset": dc_offset}, segments
 
 
 def _clipped_fraction(audio: np.ndarray, config: GateConfig) -> float:

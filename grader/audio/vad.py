@@ -1,13 +1,21 @@
-"""Voice activity from Silero VAD (its weights ship inside the PyPI wheel).
+"""Voice activity from Silero VAD (its weights ship inside the PyPI wheel), and the trim of the silence around an
+answer that grading and training share.
 
 We run Silero's "sequence" ONNX export: the same probabilities as its streaming model, but one call per
 16 s of audio instead of one Python-level call per 32-ms frame, on a single thread (~1 ms per second of
 audio), so it neither waits on nor slows down the grader's model.
+
+Silero misses many children's voices (speechocean762: a 3.5-s answer heard as 0.6 s of speech). Two things
+bring them back: it also hears the recording slowed to 2/3 speed, which lowers a child's pitch into the range
+it knows, and a stretch as loud as the speech it found (within 15 dB of its median level) joins the speech
+when Silero gives it some belief (0.3). On the 2,500 clips of speechocean762 this cut the share of loud
+frames (25 dB over the room tone) left outside speech from 2.2 % to 0.5 % (95th percentile: 11 % to 2.4 %).
 """
 
 from dataclasses import dataclass
 from functools import lru_cache
 
+import librosa
 import numpy as np
 import torch
 
@@ -15,9 +23,16 @@ from .decode import SAMPLE_RATE
 
 _threads = torch.get_num_threads()
 from silero_vad import load_silero_vad  # noqa: E402
-from silero_vad.sequence_vad import SileroVADSequence, get_speech_timestamps_sequence  # noqa: E402
+from silero_vad.sequence_vad import SileroVADSequence, get_speech_timestamps_from_probs  # noqa: E402
 
 torch.set_num_threads(_threads)  # importing silero_vad sets torch to one thread for the whole process
+
+FRAME = 512  # Silero's frame at 16 kHz: 32 ms
+THRESHOLD = 0.5  # Silero's own: a frame is speech from this probability
+SLOWED = 1.5  # Silero also hears the recording this many times slower (and lower)
+LEVEL_DB = 15.0  # a stretch within this of the speech's median level...
+LEVEL_BELIEF = 0.3  # ...that Silero believes this much somewhere is speech too
+TRIM_MARGIN_S = 0.25  # kept before the first and after the last speech
 
 
 @dataclass(frozen=True)
@@ -32,11 +47,50 @@ def _silero() -> SileroVADSequence:
 
 
 def speech_segments(audio: np.ndarray, min_silence_ms: int = 100) -> list[SpeechSegment]:
-    """Stretches of speech in 16 kHz audio, in seconds."""
-    stamps = get_speech_timestamps_sequence(np.asarray(audio, dtype=np.float32), _silero(),
-                                            sampling_rate=SAMPLE_RATE, min_silence_duration_ms=min_silence_ms,
-                                            speech_pad_ms=0)
+    """Stretches of speech in 16 kHz audio, in seconds (heard at a typical level: see `at_typical_level`)."""
+    audio = at_typical_level(audio)
+    stamps = get_speech_timestamps_from_probs(speech_probabilities(audio), sampling_rate=SAMPLE_RATE,
+                                              threshold=THRESHOLD, min_silence_duration_ms=min_silence_ms,
+                                              speech_pad_ms=0, audio_length_samples=len(audio))
     return [SpeechSegment(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+
+
+def speech_probabilities(audio: np.ndarray) -> np.ndarray:
+    """Silero's speech probability of each 32-ms frame: the larger of what it hears at the voice's own pitch and
+    slowed to 2/3 speed (a child's voice then lies where the adult voices it learnt from do), raised to speech on
+    stretches as loud as the speech and believed somewhat (see the module's docstring)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    heard = _silero().audio_forward(audio, sampling_rate=SAMPLE_RATE)
+    if not len(heard):
+        return heard
+    slowed = _silero().audio_forward(
+        librosa.resample(audio, orig_sr=SAMPLE_RATE, target_sr=int(SAMPLE_RATE * SLOWED)), sampling_rate=SAMPLE_RATE)
+    firsts = np.minimum(np.floor(np.arange(len(heard)) * SLOWED).astype(int), len(slowed) - 1)
+    probs = np.maximum(heard, np.maximum.reduceat(slowed, firsts))  # frame i is slowed frames from firsts[i] on
+    speech = probs >= THRESHOLD
+    if speech.any():
+        frames = np.pad(audio, (0, len(probs) * FRAME - len(audio)))[: len(probs) * FRAME].reshape(-1, FRAME)
+        level = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+        loud = np.r_[False, level >= np.median(level[speech]) - LEVEL_DB, False]
+        edges = np.flatnonzero(np.diff(loud.astype(np.int8)))
+        for start, stop in zip(edges[::2], edges[1::2]):
+            if probs[start:stop].max() >= LEVEL_BELIEF:
+                probs[start:stop] = np.maximum(probs[start:stop], THRESHOLD)
+    return probs
+
+
+def trim_to_speech(audio: np.ndarray, speech: list[SpeechSegment] | None = None,
+                   margin_s: float = TRIM_MARGIN_S) -> np.ndarray:
+    """The recording from `margin_s` before its first speech to `margin_s` after its last (all of it where no
+    speech is heard), so that the silence before a candidate starts and after they stop never reaches the model:
+    the same answer after a 2-s wait is graded as the same answer. Grading (grader.inference) and training
+    (grader.train) both trim here, so the model learns from what it is later shown. `speech`: the recording's
+    segments, where already found (the gate finds them)."""
+    speech = speech_segments(audio) if speech is None else speech
+    if not speech:
+        return audio
+    start = max(int((speech[0].start - margin_s) * SAMPLE_RATE), 0)
+    return audio[start: int(np.ceil((speech[-1].end + margin_s) * SAMPLE_RATE))]
 
 
 def at_typical_level(audio: np.ndarray) -> np.ndarray:

@@ -1,7 +1,12 @@
 """Whisper as a grading backbone: the encoder hears the audio, the decoder reads the prompt."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+
 import numpy as np
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from ..audio import SAMPLE_RATE
@@ -97,8 +102,18 @@ class WhisperBackbone(Backbone):
     def represent_words(self, audio: AudioStates, prompts: list[str | None]) -> tuple[torch.Tensor, list]:
         """The pooled representation and, per response with a text, each word's mean decoder state over its
         tokens, (words, d_model) (None without a text): the word heads read the states the sentence heads pool."""
-        decoder = self.model.model.decoder
         ids = [self.prompt_ids(p) for p in prompts]
+        x = self.decoder_states(audio, ids)
+        ends = torch.tensor([len(i) - 1 for i in ids], device=self.device)
+        last = x[torch.arange(len(ids), device=self.device), ends]
+        words = [torch.stack([row[a:b].mean(0) for a, b in self.word_spans(p)]) if p and p.split() else None
+                 for row, p in zip(x, prompts)]
+        return self.pool(last, audio), words
+
+    def decoder_states(self, audio: AudioStates, ids: list[list[int]]) -> torch.Tensor:
+        """The decoder's final states (batch, longest, d_model) over token sequences of any lengths (padded on
+        the right, causal), each attending to its own response's audio."""
+        decoder = self.model.model.decoder
         lengths = torch.tensor([len(i) for i in ids], device=self.device)
         width = int(lengths.max())
         tokens = torch.tensor([i + [self.end_id] * (width - len(i)) for i in ids], device=self.device)
@@ -111,11 +126,21 @@ class WhisperBackbone(Backbone):
         cross_mask = additive_mask(cross_keep, x.dtype)
         for layer in decoder.layers:
             x = layer(x, self_mask, states, encoder_attention_mask=cross_mask, use_cache=False)
-        x = decoder.layer_norm(x)
-        last = x[torch.arange(len(ids), device=self.device), lengths - 1]
-        words = [torch.stack([row[a:b].mean(0) for a, b in self.word_spans(p)]) if p and p.split() else None
-                 for row, p in zip(x, prompts)]
-        return self.pool(last, audio), words
+        return decoder.layer_norm(x)
+
+    @cached_property
+    def token_texts(self) -> list[str]:
+        """The text of each token of the model's vocabulary (computed once: about a second)."""
+        tokenizer = self.tokenizer
+        return [tokenizer.convert_tokens_to_string([t]) if t is not None else ""
+                for t in tokenizer.convert_ids_to_tokens(range(self.model.config.vocab_size))]
+
+    @cached_property
+    def token_forms(self) -> torch.Tensor:
+        """(vocabulary,) int: tokens with the same text up to case and spacing share a form, so that a word's
+        probability does not depend on its capital or its leading space ("three", " Three")."""
+        forms: dict[str, int] = {}
+        return torch.tensor([forms.setdefault(t.strip().lower(), len(forms)) for t in self.token_texts])
 
     answer_lead = " "
 
@@ -141,3 +166,23 @@ class WhisperBackbone(Backbone):
             x = layer(x, self_mask, states, encoder_attention_mask=cross_mask, use_cache=False)
         x = decoder.layer_norm(x)[torch.arange(len(prompts), device=self.device)[:, None], answers]
         return Answers(x, self.model.proj_out(x)[..., option_ids])
+
+
+@contextmanager
+def adapters_off(model: nn.Module) -> Iterator[None]:
+    """Stock Whisper for the duration: every LoRA layer disabled, and on leaving restored as it was (including
+    which adapter weights train), along with the attention implementation that word timestamps switch to eager."""
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    disabled = [m.disable_adapters for m in layers]
+    trainable = [(p, p.requires_grad) for m in layers for p in m.parameters()]
+    attention = model.config._attn_implementation
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield
+    finally:
+        model.config._attn_implementation = attention
+        for m, off in zip(layers, disabled):
+            m.enable_adapters(not off)
+        for p, flag in trainable:
+            p.requires_grad_(flag)

@@ -7,20 +7,24 @@ back into a score. The result is plain JSON (stored with the grade, exported wit
 how to read it.
 """
 
+from __future__ import annotations
+
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import phones
-from .alignment import align, counts, spoken_words
-from ..audio import SAMPLE_RATE
+from ..audio import SAMPLE_RATE, SpeechSegment, speech_segments
 from ..backbones import WhisperBackbone
+from .alignment import align, counts, spoken_words
 from .fluency import MIN_PAUSE_S, measure
-from ..inference import Grader
 from .transcribe import TranscribeOptions, Transcript, transcribe
-from ..audio.vad import at_typical_level, speech_segments
+
+if TYPE_CHECKING:
+    from ..inference import Grader
 
 VERSION = 1
 
@@ -34,10 +38,11 @@ class EvidenceOptions:
 
 
 def build_evidence(grader: Grader, audio: np.ndarray, reference_text: str | None = None,
-                   options: EvidenceOptions = EvidenceOptions()) -> dict:
-    """The evidence for one 16 kHz recording, as JSON-ready values (times in seconds from its start)."""
+                   speech: list[SpeechSegment] | None = None, options: EvidenceOptions = EvidenceOptions()) -> dict:
+    """The evidence for one 16 kHz recording, as JSON-ready values (times in seconds from its start). `speech`:
+    its speech segments where the grade already found them (`Assessment.speech`), so the VAD does not run twice."""
     start = time.perf_counter()
-    speech = speech_segments(at_typical_level(audio))
+    speech = speech_segments(audio) if speech is None else list(speech)
     transcript = transcribe(grader, audio, options.transcribe, speech)
     words = transcript.words if transcript.available else None
     measures, pauses = measure(speech, words, len(audio) / SAMPLE_RATE, options.min_pause_s)

@@ -7,23 +7,26 @@ that the voice-activity detector found. A word's probability is the mean over it
 Whisper gave the token's text in any case or spacing (so that "three" is not doubted for not being "Three").
 """
 
+from __future__ import annotations
+
 import copy
 import zlib
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..audio import SAMPLE_RATE
+from ..audio.vad import SpeechSegment, speech_segments
 from ..backbones import WhisperBackbone
-from ..inference import Grader
-from ..audio.vad import SpeechSegment, at_typical_level, speech_segments
+
+if TYPE_CHECKING:
+    from ..inference import Grader
 
 MIN_WORD_S = 0.02  # shorter than this, a word's timing is taken as missing
 UNAVAILABLE = "transcript unavailable for this backbone (it has no Whisper decoder)"
@@ -60,44 +63,23 @@ class TranscribeOptions:
     no_repeat_ngram: int = 3  # ...with no sequence of this many tokens allowed twice
 
 
-def transcribe(grader: Grader | WhisperBackbone, audio: np.ndarray, options: TranscribeOptions = TranscribeOptions(),
+def transcribe(grader: Grader, audio: np.ndarray, options: TranscribeOptions = TranscribeOptions(),
                speech: list[SpeechSegment] | None = None) -> Transcript:
-    """English transcript of 16 kHz audio. `speech`: the recording's speech segments, if already computed.
-    Holding the grader's lock, so that no grade runs while the adapters are off."""
-    backbone = grader.model.backbone if isinstance(grader, Grader) else grader
-    if not isinstance(backbone, WhisperBackbone):
-        return Transcript("", note=UNAVAILABLE)
-    if not getattr(backbone.model.generation_config, "alignment_heads", None):
-        return Transcript("", note=NO_ALIGNMENT)
-    speech = speech_segments(at_typical_level(audio)) if speech is None else speech
+    """English transcript of 16 kHz audio by the grader's own Whisper, asked for through `Grader.stock_whisper`
+    (adapters off; no grade runs meanwhile). `speech`: the recording's speech segments, if already found."""
+    speech = speech_segments(audio) if speech is None else speech
     words: list[Word] = []
-    with grader.lock if isinstance(grader, Grader) else nullcontext(), stock_whisper(backbone.model):
+    with grader.stock_whisper() as whisper:
+        if whisper is None:
+            return Transcript("", note=UNAVAILABLE)
+        if not getattr(whisper.model.generation_config, "alignment_heads", None):
+            return Transcript("", note=NO_ALIGNMENT)
         for start, end in windows(len(audio), speech, options.window_s):
-            words += _window_words(backbone, audio[start:end], start / SAMPLE_RATE, options)
+            words += _window_words(whisper, audio[start:end], start / SAMPLE_RATE, options)
     words = place_in_speech(words, speech)
     for w in words:
         w.low_confidence = w.probability < options.low_confidence
     return Transcript(join_words(w.text for w in words), words)
-
-
-@contextmanager
-def stock_whisper(model: torch.nn.Module) -> Iterator[None]:
-    """Stock Whisper for the duration: every LoRA layer disabled, and on leaving restored as it was (including
-    which adapter weights train), along with the attention implementation that word timestamps switch to eager."""
-    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-    disabled = [m.disable_adapters for m in layers]
-    trainable = [(p, p.requires_grad) for m in layers for p in m.parameters()]
-    attention = model.config._attn_implementation
-    for m in layers:
-        m.enable_adapters(False)
-    try:
-        yield
-    finally:
-        model.config._attn_implementation = attention
-        for m, off in zip(layers, disabled):
-            m.enable_adapters(not off)
-        for p, flag in trainable:
-            p.requires_grad_(flag)
 
 
 def windows(samples: int, speech: list[SpeechSegment], window_s: float) -> list[tuple[int, int]]:
@@ -129,29 +111,18 @@ class _Suppress(LogitsProcessor):
         return scores.masked_fill(mask.to(scores.device), -float("inf"))
 
 
-@dataclass(frozen=True)
-class _Vocabulary:
-    digits: torch.Tensor  # (vocab,) bool: tokens holding a digit
-    forms: torch.Tensor  # (vocab,) int: tokens with the same text up to case and spaces share a form
-
-
 @lru_cache(maxsize=4)
-def _vocabulary(tokenizer, size: int) -> _Vocabulary:
-    """Token classes over the model's vocabulary, computed once per tokenizer."""
-    texts = tokenizer.convert_ids_to_tokens(range(size))
-    texts = [tokenizer.convert_tokens_to_string([t]) if t is not None else "" for t in texts]
-    ids: dict[str, int] = {}
-    forms = torch.tensor([ids.setdefault(t.strip().lower(), len(ids)) for t in texts])
-    digits = torch.tensor([i < tokenizer.eos_token_id and any(c.isdigit() for c in t) for i, t in enumerate(texts)])
-    return _Vocabulary(digits, forms)
+def _digit_tokens(whisper: WhisperBackbone) -> torch.Tensor:
+    """(vocabulary,) bool: the text tokens holding a digit."""
+    end = whisper.tokenizer.eos_token_id
+    return torch.tensor([i < end and any(c.isdigit() for c in t) for i, t in enumerate(whisper.token_texts)])
 
 
 def _window_words(backbone: WhisperBackbone, audio: np.ndarray, offset: float, options: TranscribeOptions) -> list[Word]:
     """Greedy decoding of one window (≤ 30 s), with token timestamps and probabilities, grouped into words. A
     transcript that compresses too well is Whisper repeating itself (openai/whisper's test): it is decoded again
     with no word sequence allowed twice."""
-    model, processor = backbone.model, backbone.processor
-    vocabulary = _vocabulary(processor.tokenizer, model.config.vocab_size)
+    model, processor, forms = backbone.model, backbone.processor, backbone.token_forms
     features = processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt",
                                            return_attention_mask=True)
     config = copy.deepcopy(model.generation_config)
@@ -162,7 +133,7 @@ def _window_words(backbone: WhisperBackbone, audio: np.ndarray, offset: float, o
     if getattr(config, "is_multilingual", False):
         config.update(language="en", task="transcribe")
     masks = _masks(model.generation_config, model.config.vocab_size)
-    suppress = _Suppress(masks[0] | (vocabulary.digits if options.spell_numbers else False), masks[1])
+    suppress = _Suppress(masks[0] | (_digit_tokens(backbone) if options.spell_numbers else False), masks[1])
     with torch.inference_mode():
         # The encoder runs here, not in generate(): there it would also return every attention map (slow).
         encoded = model.model.encoder(features.input_features.to(backbone.device, model.dtype))
@@ -180,7 +151,7 @@ def _window_words(backbone: WhisperBackbone, audio: np.ndarray, offset: float, o
     tokens = []
     for i, (token, step) in enumerate(zip(sequence[first:], scores)):
         probs = torch.softmax(step[0].float(), -1)
-        heard = probs[vocabulary.forms == vocabulary.forms[token]].sum().item()
+        heard = probs[forms == forms[token]].sum().item()
         tokens.append((token, times[first + i], times[min(first + i + 1, len(times) - 1)], heard))
     return group_words(processor.tokenizer, tokens, offset)
 

@@ -42,6 +42,7 @@ def build(services: Services, who: Callable[[gr.Request | None, str], str], auth
         with gr.Accordion("Evidence as JSON", open=False):
             evidence_json = gr.JSON(label="evidence")
         evidence_state = gr.State()
+        graded_state = gr.State()  # the grade just made: its decoded audio and speech go on to the evidence
     with gr.Group():
         gr.Markdown("### Examiner decision\nYour own score for this response; it is stored beside the model's, never "
                     "replacing it. The score is not pre-filled, so the model does not anchor your judgement.")
@@ -66,21 +67,21 @@ def build(services: Services, who: Callable[[gr.Request | None, str], str], auth
         progress(0.05, desc="Checking the recording")
         graded = cb.grade_file(services, path, cand or "", part or "", text or "", progress=progress)
         return (result_card(graded), cb.figure(graded), cb.result_json(graded), graded.grade_id,
-                None, None, "", "", "", "", None, gr.Dropdown(choices=[], value=None), None, None, None)
+                None, None, "", "", "", "", None, gr.Dropdown(choices=[], value=None), None, None, None, graded)
 
     @cb.event
-    def evidence(path, rid):
-        found = cb.evidence_for(services, path, rid)
+    def evidence(graded):
+        found = cb.evidence_for(services, graded)
         return *cb.evidence_outputs(found), found
 
     # The evidence follows a successful grade as its own event, so the score shows first; both hold the model.
     graded_event = grade_button.click(
         grade, [audio, candidate, task_part, prompt],
         [card, chart, raw, grade_id, final, verdict, reason, comment, saved,
-         evidence_panel, timeline, word_pick, word_clip, evidence_json, evidence_state],
+         evidence_panel, timeline, word_pick, word_clip, evidence_json, evidence_state, graded_state],
         api_name="grade", concurrency_limit=services.config.concurrency, concurrency_id="model")
-    graded_event.success(evidence, [audio, grade_id], [evidence_panel, timeline, word_pick, evidence_json,
-                                                       evidence_state],
+    graded_event.success(evidence, [graded_state], [evidence_panel, timeline, word_pick, evidence_json,
+                                                    evidence_state],
                          api_name="evidence", concurrency_limit=services.config.concurrency, concurrency_id="model")
     word_pick.change(cb.event(cb.word_audio), [evidence_state, word_pick], word_clip, api_name="word_audio")
 
