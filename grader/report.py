@@ -50,13 +50,14 @@ def flag_figures(flagged, predicted, human, threshold: float = MISGRADED) -> dic
 
 
 def review_flags(oof: Decoded, aspects: list[str], scale: ScoreScale) -> list[list[str]]:
-    """The app's review reasons for each out-of-fold prediction (the same rule the examiner sees)."""
-    from ui.callbacks import review_reasons  # the app's rule; one owner
+    """The review reasons' codes for each out-of-fold prediction: the rule the examiner sees (grader.review), from
+    the scores alone (the reference-text check needs a transcript, which cross-validation does not make)."""
     from .inference import AspectScore, Prediction
+    from .review import review_reasons
 
-    return [review_reasons(Prediction({a: AspectScore(float(oof.regression[i, k]), float(oof.soft[i, k]),
-                                                      float(oof.hard[i, k]), oof.probs[i, k].tolist())
-                                       for k, a in enumerate(aspects)}, scale, "oof"))
+    return [[r.code for r in review_reasons(Prediction({
+        a: AspectScore(float(oof.regression[i, k]), float(oof.soft[i, k]), float(oof.hard[i, k]),
+                       oof.probs[i, k].tolist()) for k, a in enumerate(aspects)}, scale, "oof"))]
             for i in range(len(oof.soft))]
 
 
