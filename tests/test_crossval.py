@@ -107,6 +107,8 @@ def test_crossval_with_word_heads_writes_out_of_fold_predictions(tiny_whisper, s
     assert "| 0–3 |" in printed and "Word level" in printed and "Review flag" in printed
     report_main([str(out), "--folds", "0,2"])  # the figures recomputed from oof.tsv on two folds
     assert "(folds 0,2)" in capsys.readouterr().out
+    report_main([str(out), "--stretch"])  # the post-hoc spread, fitted on the other folds
+    assert "stretched out of fold" in capsys.readouterr().out
 
     part = tmp_path / "cv-part"  # one fold of the same split: the same held-out speakers, the same predictions
     train_main(["--manifest", str(small_manifest), "--model", tiny_whisper, "--folds", "3", "--run-folds", "1",
