@@ -5,6 +5,7 @@ Uploads go to a private temp folder, removed at exit (and at the next start, aft
 """
 
 import atexit
+import ctypes
 import fcntl
 import logging
 import os
@@ -14,8 +15,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-from grader.options import parse_options
-from ui.config import AppConfig, check_login, read_users
+
+def cap_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that allocates its own malloc arena (up to 8 per core) and keeps what is freed there
+    for that arena: with Gradio's worker threads taking turns at the model, the app's memory grew by hundreds of MB
+    over minutes of load and kept rising (benchmarks/bench_soak.py). Two arenas keep it flat. Must run before any
+    thread starts; a no-op off glibc, or where MALLOC_ARENA_MAX is set."""
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+        except (OSError, AttributeError):
+            pass
+
+
+cap_malloc_arenas()  # before the imports below (torch, gradio) can start a thread
+
+from grader.options import parse_options  # noqa: E402
+from ui.config import AppConfig, check_login, read_users  # noqa: E402
 
 log = logging.getLogger("grader.app")
 
@@ -104,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
                 auth=check_login(users) if users else None, auth_message="Examiner login",
                 allowed_paths=[], blocked_paths=[str(p) for p in config.private_paths],
                 max_file_size=f"{config.max_upload_mb:g}mb", css=CSS, footer_links=["api", "gradio"],
-                app_kwargs={"middleware": guard})
+                app_kwargs={"middleware": guard}, state_session_capacity=config.max_sessions)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ NO_CHECKPOINT = ("No grader checkpoint is available, so nothing can be graded. T
 MAX_COMMENT = 2000  # characters in an examiner's comment
 ZIP_RATIO = 100  # audio does not deflate 100:1; a zip bomb does (about 1000:1)
 SCRATCH_AGE_S = 3600  # unpacked zips and CSV downloads older than this are swept from the temp folder
+EVIDENCE_TTL_S = 3600  # a session's evidence (with its audio) is held this long for word playback
 
 
 @dataclass
@@ -270,8 +271,10 @@ def evidence_outputs(found: Evidence | None) -> tuple:
 
 def word_audio(found: Evidence | None, index: int | None, margin_s: float = 0.05) -> tuple[int, np.ndarray] | None:
     """One transcript word's audio (with `margin_s` either side, so its edges are heard), to play back."""
-    if found is None or index is None:
+    if index is None:
         return None
+    if found is None:  # no evidence yet, or the session's copy expired (EVIDENCE_TTL_S)
+        raise gr.Error("The evidence of this grade is no longer held for playback: grade the recording again.")
     words = found.evidence["transcript"]["words"]
     if not 0 <= int(index) < len(words):
         raise gr.Error("Pick a word of the transcript.")

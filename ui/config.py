@@ -48,6 +48,8 @@ class AppConfig:
                                                           "manifest rows)"})
     max_batch_mb: float = field(default=1024.0, metadata={"help": "most audio a Batch zip may unpack to, in all"})
     session_hours: float = field(default=12.0, metadata={"help": "how long a login lasts"})
+    max_sessions: int = field(default=500, metadata={"help": "browser tabs and API sessions whose state is held in "
+                                                            "memory; beyond this the least recently used lose it"})
     concurrency: int = field(default=1, metadata={"help": "model runs at once, Grade and Batch together (each holds "
                                                           "the model busy)"})
     device: str | None = field(default=None, metadata={"help": "cpu or cuda; default: cuda when available"})

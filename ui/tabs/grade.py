@@ -41,7 +41,7 @@ def build(services: Services, who: Callable[[gr.Request | None, str], str], auth
             word_clip = gr.Audio(label="Word", type="numpy", interactive=False, scale=3, elem_id="word-audio")
         with gr.Accordion("Evidence as JSON", open=False):
             evidence_json = gr.JSON(label="evidence")
-        evidence_state = gr.State()
+        evidence_state = gr.State(time_to_live=cb.EVIDENCE_TTL_S)  # it holds the audio: not for the session's life
         graded_state = gr.State()  # the grade just made: its decoded audio and speech go on to the evidence
     with gr.Group():
         gr.Markdown("### Examiner decision\nYour own score for this response; it is stored beside the model's, never "
