@@ -35,7 +35,7 @@ from storage.backup import backup
 from storage.outbox import outbox_path
 from ui import callbacks as cb
 from ui.app import build_app
-from ui.charts import agreement_figure
+from ui.charts import agreement_figure, timeline_figure
 from ui.config import AppConfig
 from ui.login import ATTEMPTS
 
@@ -510,6 +510,14 @@ def test_row6_every_csv_export_is_safe_in_a_spreadsheet(services, tiny_checkpoin
     assert "'=cmd|' -C calc'!A0.flac" in cells(exports["batch"]) and "'+cand" in cells(exports["batch with manifest"])
 
 
+def test_row11_transcript_words_reach_the_timeline_as_text():
+    evidence = {"speech": [[0.1, 0.9]], "pauses": [], "transcript": {"words": [
+        {"text": '<a href="https://example.org">hi</a>', "start": 0.2, "end": 0.5, "probability": 0.9,
+         "low_confidence": False}]}}
+    [_, words] = timeline_figure(evidence, np.zeros(SAMPLE_RATE, dtype=np.float32)).data
+    assert list(words.text) == ["&lt;a href=&quot;https://example.org&quot;&gt;hi&lt;/a&gt;"]
+
+
 def test_row11_examiner_names_reach_the_agreement_plot_as_text():
     """Plotly renders <a href>, <span style> and <br> in trace names: a name is escaped, so it shows as typed."""
     names = ['<a href="https://example.org">click</a>', '<span style="font-size:80px">big</span>', "ann<br>"]
@@ -540,6 +548,39 @@ def test_row12_and_row16_every_refusal_has_a_message_and_no_client_text_reaches_
         with pytest.raises(Exception, match=r"\.csv (is empty|is not UTF-8|lacks column)"):
             client.predict([handle_file(str(speech_clip))], handle_file(str(tmp_path / name)), api_name="/grade_batch")
     assert "CLIENT-TEXT" not in (app.folder / "app.log").read_text() and app.process.poll() is None
+
+
+def test_row12_an_unforeseen_failure_gets_a_message_and_the_log_no_client_text(caplog):
+    """The wrapper every event runs in: a gr.Error keeps its words (HTML-escaped, since Gradio renders them), any
+    other exception becomes a fixed sentence; the log gets the event, the type and the frames, not the message."""
+    @cb.event
+    def mark(text):
+        raise KeyError(f"no such examiner: {text}")  # an exception whose message holds what the client sent
+
+    @cb.event
+    def refuse(name):
+        raise gr.Error(f"{name} cannot be read.")
+
+    with caplog.at_level(logging.INFO), pytest.raises(gr.Error) as failed:
+        mark("CLIENT" + "-TEXT")
+    assert failed.value.message.startswith("Something went wrong on the server (KeyError)")
+    assert failed.value.print_exception is False  # Gradio prints no traceback of it
+    assert "KeyError" in caplog.text and "CLIENT-TEXT" not in caplog.text
+    with pytest.raises(gr.Error, match="^'&lt;b&gt;x.flac&lt;/b&gt; cannot be read.'$"):
+        refuse("<b>x.flac</b>")
+
+
+def test_row2_and_row3_the_database_is_never_read_as_an_upload(services):
+    """Not by its path, nor through a link or a second name for the same file (compared by inode, with stat)."""
+    services.db.add_response(audio_sha256="a" * 64, duration_s=3.0)
+    services.db.outbox.append({"override_uuid": "x"})
+    db = services.config.sqlite_file
+    (services.workdir / "upload.flac").hardlink_to(db)
+    (services.workdir / "link.flac").symlink_to(f"{db}-wal")
+    for path in (db, services.workdir / "upload.flac", services.workdir / "link.flac", services.db.outbox.path):
+        with pytest.raises(gr.Error, match="not an upload"):
+            cb.check_upload(services, path)
+    assert cb.check_upload(services, services.workdir / "missing.flac")  # absent: the gate says "not found"
 
 
 def test_row13_batch_and_grade_share_one_model_queue(services):
