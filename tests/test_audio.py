@@ -1,6 +1,5 @@
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -79,14 +78,6 @@ def test_vad_matches_silero_streaming(speech_clip):
     assert [(s.start, s.end) for s in speech_segments(audio)] == [
         (s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in expected]
     assert len(expected) >= 3
-
-
-def test_vad_is_fast(speech_clip):
-    audio = np.tile(load_audio(speech_clip), 12)  # 31 s
-    speech_segments(audio[:SAMPLE_RATE])  # load the model
-    start = time.perf_counter()
-    speech_segments(audio)
-    assert time.perf_counter() - start < 0.5  # ~0.03 s; Silero's own frame-by-frame loop takes ~0.2 s
 
 
 def test_importing_vad_keeps_torch_threads():
