@@ -11,6 +11,9 @@ from conftest import launch_app
 from gradio_client import Client, handle_file
 from test_storage import write_overrides
 
+# The test's own 8 writer processes load the machine; gradio_client's 5-s upload timeout is for a quiet server.
+PATIENT = {"timeout": 120}
+
 
 def rows(db, query: str) -> list[tuple]:
     with sqlite3.connect(db) as connection:
@@ -21,17 +24,17 @@ def test_parallel_grades_and_overrides_lose_nothing(tiny_checkpoint, speech_clip
     """12 gradings and 8 × 25 API overrides through the queue (2 gradings at a time), concurrently with 8 writer
     processes × 1,000 overrides on the same SQLite file: every row is there once, none is duplicated."""
     with launch_app(tiny_checkpoint, tmp_path, "--concurrency", "2") as app:
-        client = Client(app.url, verbose=False)
+        client = Client(app.url, verbose=False, httpx_kwargs=PATIENT)
         first = client.predict(handle_file(str(speech_clip)), "seed", "", "", api_name="/grade")[3]
 
         def grade(i: int) -> int:
-            result = Client(app.url, verbose=False).predict(handle_file(str(speech_clip)), f"cand-{i}", "", "",
+            result = Client(app.url, verbose=False, httpx_kwargs=PATIENT).predict(handle_file(str(speech_clip)), f"cand-{i}", "", "",
                                                             api_name="/grade")[2]
             assert result["scorable"], result
             return result["grade_id"]
 
         def override(writer: int) -> list[str]:
-            own = Client(app.url, verbose=False)
+            own = Client(app.url, verbose=False, httpx_kwargs=PATIENT)
             return [own.predict(first, 5.0, "agree", "", f"{writer}-{i}", f"api-{writer}", api_name="/override")
                     for i in range(25)]
 
@@ -57,7 +60,7 @@ def test_parallel_grades_and_overrides_lose_nothing(tiny_checkpoint, speech_clip
 
 def test_sigkill_during_api_overrides_keeps_every_acknowledged_one(tiny_checkpoint, speech_clip, tmp_path):
     with launch_app(tiny_checkpoint, tmp_path) as app:
-        client = Client(app.url, verbose=False)
+        client = Client(app.url, verbose=False, httpx_kwargs=PATIENT)
         grade_id = client.predict(handle_file(str(speech_clip)), "cand", "", "", api_name="/grade")[3]
         acknowledged: list[str] = []
         enough = threading.Event()
