@@ -335,7 +335,7 @@ def test_row14_old_downloads_and_unpacked_zips_are_swept(services):
 
 
 def test_row4_and_row14_a_batch_can_be_cancelled_and_a_zip_bomb_breaks_nothing(app, tmp_path, speech_clip, zip_bomb):
-    """A 120-file zip, cancelled once it has started: grading stops between two responses and its unpacked files
+    """A 120-file zip, cancelled once it has started: grading stops between two chunks and its unpacked files
     are removed. A zip bomb sent next is refused with its reason, and uploads and grading work on."""
     archive = tmp_path / "many.zip"
     with zipfile.ZipFile(archive, "w") as z:

@@ -22,7 +22,7 @@ def build(services: Services) -> None:
 
     @cb.event
     def run_batch(files, listing, progress=gr.Progress()):
-        """A generator: the table grows as responses are graded, and Cancel stops it between two of them (what
+        """A generator: the table grows as responses are graded, and Cancel stops it between two chunks (what
         was graded stays stored); the unpacked zip is removed however it ends."""
         with cb.batch_folder(services) as into:
             items = cb.batch_inputs(services, files or [], listing, into)
