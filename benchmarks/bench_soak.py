@@ -3,9 +3,10 @@
 Each client is its own gradio_client session, as a browser tab is: it grades a real clip (cycling over the repo's
 clips), asks for its evidence (as the page does after every grade), then logs an override of that grade, and again,
 until the time is up; `--rounds` repeats that with new sessions (new tabs) in the same app. The app's resident
-memory (VmRSS of its process) is sampled every few seconds. At the end the database is checked against what the clients were told:
-every grade id returned and every override answered "✓ saved" must be there. Loopback only (127.0.0.1), bounded
-(at most 64 clients and 30 minutes). Run: .venv/bin/python benchmarks/bench_soak.py (20 clients x 2 minutes)
+memory (VmRSS of its process) is sampled every few seconds. At the end the database is checked against what the
+clients were told: every grade id returned and every override answered "✓ saved" must be there. Loopback only
+(127.0.0.1), bounded (at most 64 clients and 30 minutes). Run: .venv/bin/python benchmarks/bench_soak.py (20 clients
+x 2 minutes).
 """
 
 import os

@@ -14,4 +14,5 @@ from .models import AGREEMENTS, Base, Grade, Override, Response
 from .outbox import outbox_path
 
 __all__ = ["AGREEMENTS", "Base", "Database", "DatabaseCorrupt", "DatabaseFull", "DatabaseGone", "DatabaseLocked",
-           "DatabaseReadOnly", "DatabaseUnavailable", "Grade", "Override", "Receipt", "Response", "StorageError", "outbox_path"]
+           "DatabaseReadOnly", "DatabaseUnavailable", "Grade", "Override", "Receipt", "Response", "StorageError",
+           "outbox_path"]

@@ -438,7 +438,8 @@ def test_row9_a_full_disk_queues_marks_on_another_disk_and_grading_says_why(tiny
             with pytest.raises(Exception, match="disk holding the database is full; the response was not saved"):
                 client.predict(handle_file(str(speech_clip)), "c2", "", "", api_name="/grade")
             (disk / "filler").unlink()
-            assert client.predict(grade_id, 5.0, "agree", "", "room again", "ann", api_name="/override").startswith("✓")
+            saved = client.predict(grade_id, 5.0, "agree", "", "room again", "ann", api_name="/override")
+            assert saved.startswith("✓")
             assert not outbox.exists()
             with sqlite3.connect(db) as connection:
                 assert {c for (c,) in connection.execute("SELECT comment FROM overrides")} == {"disk full",

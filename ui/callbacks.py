@@ -113,7 +113,8 @@ def check_upload(services: Services, path: str | Path) -> Path:
         return path  # absent: the gate says "not found"
     for private in services.config.private_paths:
         try:
-            if (private.is_dir() and path.resolve().is_relative_to(private)) or os.path.samestat(status, private.stat()):
+            inside = private.is_dir() and path.resolve().is_relative_to(private)
+            if inside or os.path.samestat(status, private.stat()):
                 raise gr.Error("This file cannot be graded: it is not an upload.", title="Refused")
         except OSError:
             continue
