@@ -4,8 +4,9 @@ and false-alarm rates measured on others, and its cost beside a transcript's.
 Every clip is graded twice through the front door (`Grader.assess_batch`): with its own reference text (a flag
 is a false alarm) and with another clip's, a different sentence (a flag is a hit). The thresholds (FOUND_GAIN,
 MIN_FOUND) are chosen on `--choose-clips` clips of speakers outside grader.train's dev split (`--dev-speakers
---seed`), as the pair with the most hits at ≤ `--max-false-alarms` false alarms there; the rates are then measured
-on every clip of the dev speakers, with the thresholds grader/reference.py holds.
+--seed`), as the pair with the fewest false alarms there among those with at least `--min-hits` hits (a margin
+over the 90 % asked for: hits come easily, false alarms are the weak readers); the rates are then measured on every
+clip of the dev speakers, with the thresholds grader/reference.py holds.
 
     .venv/bin/python benchmarks/bench_reference.py                       # checkpoints/default
     .venv/bin/python benchmarks/bench_reference.py --checkpoint DIR --choose-clips 300
@@ -37,8 +38,8 @@ class ReferenceBench:
         "help": "speechocean762 folder (labels.tsv, audio/), relative to the repo or absolute"})
     dev_speakers: int = field(default=25, metadata={"help": "the measured speakers: grader.train's dev split"})
     seed: int = 0
-    choose_clips: int = field(default=400, metadata={"help": "clips of the other speakers to choose thresholds on"})
-    max_false_alarms: float = field(default=0.03, metadata={"help": "false-alarm rate allowed when choosing"})
+    choose_clips: int = field(default=800, metadata={"help": "clips of the other speakers to choose thresholds on"})
+    min_hits: float = field(default=0.95, metadata={"help": "hit rate the chosen thresholds must reach there"})
     transcribe_clips: int = field(default=30, metadata={"help": "clips to time a full transcript on (0: skip)"})
     batch_size: int = 16
     threads: int = field(default=0, metadata={"help": "torch threads; 0: usable cores"})
@@ -74,9 +75,9 @@ def gains_of(grader, responses, texts, batch_size) -> list[np.ndarray]:
     return gains
 
 
-def choose(own: list[np.ndarray], other: list[np.ndarray], max_false_alarms: float) -> dict:
-    """The (gain, share) pair with the most hits at no more than `max_false_alarms` false alarms (the first in
-    grid order, lower gains and shares first, on a tie)."""
+def choose(own: list[np.ndarray], other: list[np.ndarray], min_hits: float) -> dict:
+    """The (gain, share) pair with the fewest false alarms among those with at least `min_hits` hits; on a tie the
+    one with more hits (then the first in grid order)."""
     best, grid = None, []
     for gain in (1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0):
         found_own = np.array([np.mean(g >= gain) for g in own])
@@ -84,7 +85,7 @@ def choose(own: list[np.ndarray], other: list[np.ndarray], max_false_alarms: flo
         for share in np.round(np.arange(0.1, 0.95, 0.05), 2):
             hit, false = float(np.mean(found_other < share)), float(np.mean(found_own < share))
             grid.append({"found_gain": gain, "min_found": float(share), "hit_rate": hit, "false_alarm_rate": false})
-            if false <= max_false_alarms and (best is None or hit > best["hit_rate"]):
+            if hit >= min_hits and (best is None or (-false, hit) > (-best["false_alarm_rate"], best["hit_rate"])):
                 best = grid[-1]
     return {"chosen": best, "grid": grid}
 
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     pick_texts, pick_others = [r.text for r in pick], other_texts(pick, rng)
     chosen = choose(gains_of(grader, pick, pick_texts, opts.batch_size),
-                    gains_of(grader, pick, pick_others, opts.batch_size), opts.max_false_alarms)
+                    gains_of(grader, pick, pick_others, opts.batch_size), opts.min_hits)
     print(f"chosen on {len(pick)} clips of {len({r.speaker for r in pick})} other speakers: {chosen['chosen']}")
     print(f"grader/reference.py holds FOUND_GAIN {reference.FOUND_GAIN}, MIN_FOUND {reference.MIN_FOUND}")
     measured = rates(grader, dev, [r.text for r in dev], other_texts(dev, rng), opts.batch_size)

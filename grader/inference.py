@@ -237,7 +237,7 @@ class Grader:
                         states = dict(zip(checked, encode_audios(self.model, [heard[k] for k in checked], batch_size,
                                                                  self.precision)))
                     found = match_references(whisper, [states[k] for k in checked],
-                                             [texts[scorable[k]] for k in checked])
+                                             [texts[scorable[k]] for k in checked], batch_size)
                     matches = dict(zip(checked, found))
         reference_s = (time.perf_counter() - start) / len(scorable)
         for k, i in enumerate(scorable):

@@ -16,10 +16,11 @@ import torch
 
 from .audio import SAMPLE_RATE
 from .backbones import AudioStates, WhisperBackbone
+from .data import length_batches
 from .evidence.alignment import spoken_words
 
-FOUND_GAIN = 2.0  # nats per token the audio must add to a word for it to count as found
-MIN_FOUND = 0.6  # share of the reference's words that must be found; below it the grade asks for a review
+FOUND_GAIN = 2.5  # nats per token the audio must add to a word for it to count as found
+MIN_FOUND = 0.4  # share of the reference's words that must be found; below it the grade asks for a review
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,27 @@ class ReferenceMatch:
         return {"words": self.words, "found": self.found}
 
 
-def match_references(whisper: WhisperBackbone, states: list[torch.Tensor], texts: list[str]) -> list[ReferenceMatch]:
+def match_references(whisper: WhisperBackbone, states: list[torch.Tensor], texts: list[str],
+                     batch_size: int = 16) -> list[ReferenceMatch]:
     """How many words of each text its response's encoder states (as `encode_audios` returns them) support.
     Run with the adapters off (`Grader.stock_whisper`)."""
-    return [ReferenceMatch(len(g), int((g >= FOUND_GAIN).sum())) for g in word_gains(whisper, states, texts)]
+    gains = word_gains(whisper, states, texts, batch_size)
+    return [ReferenceMatch(len(g), int((g >= FOUND_GAIN).sum())) for g in gains]
+
+
+def word_gains(whisper: WhisperBackbone, states: list[torch.Tensor], texts: list[str],
+               batch_size: int = 16) -> list[np.ndarray]:
+    """Per text, each word's mean log-probability gain per token (nats) from its audio over silence, computed in
+    batches of similar length."""
+    gains: list[np.ndarray] = [np.empty(0)] * len(texts)
+    for batch in length_batches([len(s) for s in states], batch_size):
+        for i, g in zip(batch, _word_gains(whisper, [states[i] for i in batch], [texts[i] for i in batch])):
+            gains[i] = g
+    return gains
 
 
 @torch.inference_mode()
-def word_gains(whisper: WhisperBackbone, states: list[torch.Tensor], texts: list[str]) -> list[np.ndarray]:
-    """Per text, each word's mean log-probability gain per token (nats) from its audio over silence."""
+def _word_gains(whisper: WhisperBackbone, states: list[torch.Tensor], texts: list[str]) -> list[np.ndarray]:
     pieces = [[whisper.tokenizer.encode(" " + w, add_special_tokens=False) for w in spoken_words(t)] for t in texts]
     ids = [tuple(whisper.prefix_ids + sum(p, [])[: whisper.MAX_TEXT_TOKENS]) for p in pieces]  # as the grade reads
     heard = _token_log_probs(whisper, AudioStates.batch(states).to(whisper.device), ids)

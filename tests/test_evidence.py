@@ -63,6 +63,27 @@ def test_speech_rate_matches_the_reference_text(grader, labels, speechocean_clip
     assert within >= 8 and np.median(errors) <= 0.05, [round(e, 2) for e in errors]
 
 
+def test_each_word_plays_speech_and_the_rate_is_plausible(grader, labels, speechocean_clips):
+    """Every bundled clip (children's quiet voices among them) through the front door, its evidence built on the
+    grade's audio and speech: each transcript word lasts 0.1 s at least, and what "play word" plays is speech, well
+    above the room tone (the 10th-percentile level of the recording's 32-ms frames): 10 dB at the least, 20 dB for
+    the median word; and the speech rate is one people read at (40-300 words/min)."""
+    margins, rates = [], []
+    for row in labels:
+        a = grader.assess(speechocean_clips / row["audio"], row["text"])
+        evidence = build_evidence(grader, a.audio, None, a.speech)
+        audio = a.audio - a.audio.mean()
+        frames = audio[: len(audio) // 512 * 512].reshape(-1, 512).astype(np.float64)
+        tone = np.percentile(10 * np.log10((frames ** 2).mean(1) + 1e-12), 10)
+        for w in evidence["transcript"]["words"]:
+            assert w["end"] - w["start"] >= 0.1 - 1e-3, (row["utt_id"], w)
+            played = audio[int(w["start"] * SAMPLE_RATE): int(w["end"] * SAMPLE_RATE)].astype(np.float64)
+            margins.append((10 * np.log10((played ** 2).mean() + 1e-12) - tone, row["utt_id"], w["text"]))
+        rates.append((evidence["measures"]["speech_rate_wpm"], row["utt_id"]))
+    assert min(margins)[0] >= 10 and np.median([m[0] for m in margins]) >= 20, sorted(margins)[:5]
+    assert 40 <= min(rates)[0] and max(rates)[0] <= 300, (min(rates), max(rates))
+
+
 def test_silence_around_the_speech_does_not_change_the_rates(grader, speechocean_clips):
     audio = clip(speechocean_clips, "000360013")  # "IT'S JUST SO HARD TO PICTURE"
     padded = np.concatenate([background(audio, 1.5), audio, background(audio, 1.0)])

@@ -56,7 +56,7 @@ def test_messages(speech):
     assert check_audio(np.zeros(seconds(3))).reason == "No speech detected: the recording is silent."
     assert check_audio(np.clip(speech * 4, -1, 1)).reason.startswith("The recording is clipped (")
     assert check_audio(speech, GateConfig(min_speech_seconds=5)).reason == \
-        "Too little speech (1.5 s; at least 5.0 s is needed)."
+        "Too little speech (1.4 s; at least 5.0 s is needed)."
     assert check_audio(speech, GateConfig(max_seconds=2)).reason == "Too long (2.6 s; at most 2.0 s)."
 
 

@@ -54,11 +54,14 @@ class WhisperBackbone(Backbone):
         if self.config.pad_to_30s:
             out = extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", device=self.device.type)
             frames = torch.full((len(audios),), out.input_features.shape[-1])
-        else:
-            out = extractor(audios, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="longest",
-                            return_attention_mask=True, device=self.device.type)
-            frames = out.attention_mask.sum(-1)
-        features = out.input_features
+            features = out.input_features
+        else:  # each clip's log-mel alone, then zeros: a clip is encoded as it is alone, whatever its batch
+            clips = [extractor(a, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding="longest",
+                               device=self.device.type).input_features[0] for a in audios]
+            frames = torch.tensor([c.shape[-1] for c in clips])
+            features = clips[0].new_zeros(len(clips), clips[0].shape[0], int(frames.max()))
+            for row, clip in zip(features, clips):
+                row[:, : clip.shape[-1]] = clip
         if features.shape[-1] % 2:  # the second convolution halves the frames
             features = nn.functional.pad(features, (0, 1))
         return {"input_features": features.to(self.dtype), "frames": frames}
@@ -67,6 +70,9 @@ class WhisperBackbone(Backbone):
         encoder = self.audio_encoder
         x = features["input_features"].to(self.device, self.dtype)
         x = nn.functional.gelu(encoder.conv1(x))
+        if not self.config.pad_to_30s:  # zero past each clip's (even) end, as conv2's own padding is for a clip alone
+            frames = features["frames"].to(self.device)
+            x = x * length_mask(frames + frames % 2, x.shape[-1])[:, None, :].to(x.dtype)
         x = nn.functional.gelu(encoder.conv2(x)).permute(0, 2, 1)
         x = x + encoder.embed_positions.weight[: x.shape[1]]
         lengths = ((features["frames"].to(self.device) + 1) // 2).clamp(max=x.shape[1])

@@ -22,13 +22,13 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..audio import SAMPLE_RATE
-from ..audio.vad import SpeechSegment, speech_segments
+from ..audio.vad import SpeechSegment, audible, speech_segments
 from ..backbones import WhisperBackbone
 
 if TYPE_CHECKING:
     from ..inference import Grader
 
-MIN_WORD_S = 0.02  # shorter than this, a word's timing is taken as missing
+MIN_WORD_S = 0.1  # the least speech a word is given: shorter, DTW has not timed it
 UNAVAILABLE = "transcript unavailable for this backbone (it has no Whisper decoder)"
 NO_ALIGNMENT = "transcript unavailable: this Whisper model names no alignment heads, which word times need"
 
@@ -59,8 +59,8 @@ class TranscribeOptions:
     window_s: float = 30.0  # Whisper hears 30 s at a time: longer recordings are cut in pauses
     spell_numbers: bool = True  # suppress digit tokens, so "zero three" is two words as spoken, not "03"
     tokens_per_second: float = 8.0  # bound on tokens per second of audio: stops a hallucination loop early
-    compression_ratio: float = 2.4  # a transcript compressing better than this (zlib) is a loop: decode again...
-    no_repeat_ngram: int = 3  # ...with no sequence of this many tokens allowed twice
+    compression_ratio: float = 2.4  # a transcript compressing better than this (zlib), or repeating a sequence of
+    no_repeat_ngram: int = 3  # this many tokens, is a loop: decoded again with no such sequence allowed twice
 
 
 def transcribe(grader: Grader, audio: np.ndarray, options: TranscribeOptions = TranscribeOptions(),
@@ -76,7 +76,7 @@ def transcribe(grader: Grader, audio: np.ndarray, options: TranscribeOptions = T
             return Transcript("", note=NO_ALIGNMENT)
         for start, end in windows(len(audio), speech, options.window_s):
             words += _window_words(whisper, audio[start:end], start / SAMPLE_RATE, options)
-    words = place_in_speech(words, speech)
+    words = place_in_speech(words, audible(audio, speech))
     for w in words:
         w.low_confidence = w.probability < options.low_confidence
     return Transcript(join_words(w.text for w in words), words)
@@ -120,8 +120,8 @@ def _digit_tokens(whisper: WhisperBackbone) -> torch.Tensor:
 
 def _window_words(backbone: WhisperBackbone, audio: np.ndarray, offset: float, options: TranscribeOptions) -> list[Word]:
     """Greedy decoding of one window (≤ 30 s), with token timestamps and probabilities, grouped into words. A
-    transcript that compresses too well is Whisper repeating itself (openai/whisper's test): it is decoded again
-    with no word sequence allowed twice."""
+    transcript that compresses too well (openai/whisper's test) or repeats itself is Whisper looping: it is decoded
+    again with no word sequence allowed twice."""
     model, processor, forms = backbone.model, backbone.processor, backbone.token_forms
     features = processor.feature_extractor(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt",
                                            return_attention_mask=True)
@@ -146,7 +146,8 @@ def _window_words(backbone: WhisperBackbone, audio: np.ndarray, offset: float, o
             sequence, times, scores = out["sequences"][0].tolist(), out["token_timestamps"][0].tolist(), out["scores"]
             first = len(sequence) - len(scores)  # the prompt: start of transcript, language, task, no timestamps
             text = processor.tokenizer.decode(sequence[first:], skip_special_tokens=True).encode()
-            if len(text) <= options.compression_ratio * len(zlib.compress(text)):
+            if (len(text) <= options.compression_ratio * len(zlib.compress(text))
+                    and not repeats(sequence[first:], options.no_repeat_ngram)):
                 break
     tokens = []
     for i, (token, step) in enumerate(zip(sequence[first:], scores)):
@@ -154,6 +155,13 @@ def _window_words(backbone: WhisperBackbone, audio: np.ndarray, offset: float, o
         heard = probs[forms == forms[token]].sum().item()
         tokens.append((token, times[first + i], times[min(first + i + 1, len(times) - 1)], heard))
     return group_words(processor.tokenizer, tokens, offset)
+
+
+def repeats(tokens: list[int], n: int) -> bool:
+    """Whether some `n` tokens in a row occur twice: how a loop looks in a short window, where zlib finds too
+    little to compress ("What's your name? What's your name?" for a weak reading of "HE WOULD NEVER DO THIS")."""
+    grams = [tuple(tokens[i: i + n]) for i in range(len(tokens) - n + 1)]
+    return len(grams) > len(set(grams))
 
 
 def _masks(config, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,19 +198,35 @@ def group_words(tokenizer, tokens: list[tuple[int, float, float, float]], offset
 
 
 def place_in_speech(words: list[Word], speech: list[SpeechSegment]) -> list[Word]:
-    """Keep words inside speech: an edge in silence moves to the nearest speech edge within the word (DTW starts
-    the first word at 0 s and stretches words over the pauses beside them). A word DTW left without length (the
-    last one, typically) runs on to the end of its stretch of speech or the next word, whichever comes first."""
-    for word in words:
-        inside = [s for s in speech if s.end > word.start and s.start < word.end]
-        if inside:
-            word.start = max(word.start, inside[0].start)
-            word.end = min(word.end, inside[-1].end)
-    for word, after in zip(words, words[1:] + [None]):
-        if word.end - word.start < MIN_WORD_S:
-            stretch = next((s for s in speech if s.end > word.start), None)
-            limit = after.start if after else float("inf")
-            word.end = max(word.end, min(stretch.end if stretch else word.end, limit))
+    """Word times on the speech the VAD heard, so that "play word" plays the word. DTW's times are read on a clock
+    that runs only during speech (a word DTW put in a pause lands at the pause's edge: DTW starts the first word at
+    0 s and often leaves the last one without length), each word gets at least MIN_WORD_S of speech, in order and
+    without overlap, and the times are read back on the recording's clock."""
+    if not words or not speech:
+        return words
+    starts, ends = np.array([s.start for s in speech]), np.array([s.end for s in speech])
+    before = np.r_[0.0, np.cumsum(ends - starts)]  # speech heard before each segment starts, and in all
+
+    def speech_time(t: float) -> float:
+        i = max(int(np.searchsorted(starts, t, side="right")) - 1, 0)
+        return before[i] + float(np.clip(t - starts[i], 0.0, ends[i] - starts[i]))
+
+    def clock_time(u: float, end: bool) -> float:  # a word's end is read at a segment's end, its start at the next
+        i = min(int(np.searchsorted(before[1:], u, side="left" if end else "right")), len(speech) - 1)
+        return float(starts[i] + u - before[i])
+
+    least = min(MIN_WORD_S, before[-1] / len(words))
+    spans, last = [], 0.0
+    for w in words:
+        start = max(speech_time(w.start), last)
+        last = max(speech_time(w.end), start + least)
+        spans.append([start, last])
+    last = before[-1]
+    for span in reversed(spans):  # back inside the speech at the end, keeping order and lengths
+        span[1] = min(span[1], last)
+        span[0] = last = min(span[0], span[1] - least)
+    for w, (start, end) in zip(words, spans):
+        w.start, w.end = clock_time(start, end=False), clock_time(end, end=True)
     return words
 
 
