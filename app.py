@@ -70,8 +70,9 @@ def upload_folder() -> Path:
         except OSError:  # locked by a running app, not ours to open, or without a lock (not made by this code)
             continue
     folder = Path(tempfile.mkdtemp(prefix="grader-uploads-"))
-    lock = open(folder / ".lock", "w")  # held open (and locked) until the process ends
+    lock = open(folder / ".lock-new", "w")  # held open (and locked) until the process ends
     fcntl.flock(lock, fcntl.LOCK_EX)
+    os.rename(folder / ".lock-new", folder / ".lock")  # named .lock only once locked: no other start can take it
     atexit.register(lock.close)
     return folder
 
