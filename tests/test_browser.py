@@ -3,6 +3,7 @@ gradio_client. Screenshots land in test-output/ (browser-grade.png, evidence-pan
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -148,3 +149,33 @@ def test_evidence_panel_follows_the_score(speechocean_clips, tmp_path):
             (stored,) = connection.execute("SELECT evidence FROM grades WHERE id = ?", (grade_id,)).fetchone()
     evidence = json.loads(stored)
     assert evidence["version"] == 1 and evidence["measures"]["pauses"] >= 2 and evidence["reference"]
+
+
+@pytest.mark.browser
+def test_an_answer_to_another_text_is_flagged_on_the_card(speechocean_clips, tmp_path):
+    """The shipped grader on a real answer ("IT'S JUST SO HARD TO PICTURE") graded against another clip's sentence:
+    the card asks for a review because the answer does not match the reference text, and says how many of its words
+    were heard; graded against its own sentence, the card makes no such claim."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    answer = speechocean_clips / "audio" / "000360013.flac"
+    with launch_app(DEFAULT_CHECKPOINT, tmp_path) as app, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app.url)
+        page.locator("#audio-input input[type=file]").set_input_files(str(answer))
+        page.get_by_label("Prompt or reference text").fill("THEY TURNED ALL TO HIM")
+        page.get_by_role("button", name="Grade", exact=True).click()
+        flag = page.locator(".card .review li.reference_mismatch")
+        expect(flag).to_have_text(re.compile(r"the answer does not match the reference text \(\d of 5 words\)"),
+                                  timeout=60_000)
+        expect(page.locator(".card .review")).to_contain_text("Review recommended")
+        first = page.get_by_label("Grade #").input_value()
+        page.get_by_label("Prompt or reference text").fill("IT'S JUST SO HARD TO PICTURE")
+        page.get_by_role("button", name="Grade", exact=True).click()
+        expect(page.get_by_label("Grade #")).not_to_have_value(first, timeout=60_000)
+        expect(page.locator(".card .score")).to_be_visible()
+        expect(flag).to_have_count(0)
+        browser.close()
