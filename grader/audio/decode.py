@@ -136,7 +136,8 @@ def _collect(blocks: Iterator[np.ndarray], name: str, rate: int, seconds: float 
     if not MIN_RATE <= rate <= MAX_RATE:
         raise AudioError(f"{name} has an unsupported sample rate ({rate} Hz).")
     if seconds is not None and seconds > limits.max_seconds:
-        raise AudioError(f"{name} lasts {_span(seconds)}; the limit is {_span(limits.max_seconds)}.", "too_long")
+        raise AudioError(f"{name} lasts {_span(seconds)}; the limit is {_span(limits.max_seconds)}, so it is "
+                         f"{_span(seconds - limits.max_seconds)} too long.", "too_long")
     mono, total = [], 0
     for block in blocks:
         mono.append(block.mean(axis=1, dtype=np.float32))
@@ -152,14 +153,14 @@ def _collect(blocks: Iterator[np.ndarray], name: str, rate: int, seconds: float 
 
 
 def _span(seconds: float) -> str:
-    """12.3 s, 10 min, 2 min 0.1 s, 1 h 5 min: durations as people say them, never rounded onto a limit they
+    """12.3 s, 10 min, 2 min 12 s, 2 min 0.1 s, 1 h 5 min: durations as people say them, never rounded onto a limit they
     exceed (120.1 s is not "2 min")."""
     if seconds < 60:
         return f"{seconds:.1f} s"
     minutes, tenths = divmod(round(seconds * 10), 600)
     if minutes >= 60:
         return f"{minutes // 60} h {round(seconds / 60) % 60} min"
-    return f"{minutes} min" + (f" {tenths / 10:.1f} s" if tenths else "")
+    return f"{minutes} min" + (f" {tenths / 10:g} s" if tenths else "")
 
 
 def _label(path: Path) -> str:
