@@ -410,8 +410,9 @@ def test_row5_and_row8_a_deleted_database_is_noticed_never_replaced_silently_and
 
 def test_row8_a_bad_outbox_line_at_run_time_costs_no_acknowledgement(services, caplog):
     response = services.db.add_response(audio_sha256="a" * 64, duration_s=3.0)
-    grade_id = services.db.add_grade(response, checkpoint_id="c", scale_name="speechocean762", scores={},
-                                     scorable=False, latency_s=0.0)
+    scores = {"total": {"regression": 5.2, "soft": 5.1, "hard": 5.0, "probs": [0.0] * 5 + [1.0] + [0.0] * 5}}
+    grade_id = services.db.add_grade(response, checkpoint_id="c", scale_name="speechocean762", scores=scores,
+                                     scorable=True, latency_s=0.0)
     services.db.outbox.path.write_text('{}\n[1, 2]\n{"override_uuid": "x", "grade_id": "?"}\n')
     with caplog.at_level(logging.WARNING):
         assert cb.save_override(services, grade_id, 5.0, "agree", "", "", "ann").startswith("✓")
