@@ -139,6 +139,20 @@ def test_override_rejects_bad_input(services, speech_clip, score, agreement, mes
         cb.save_override(services, graded.grade_id, score, agreement, "", "", "ann")
 
 
+def test_override_off_the_scale_steps_or_of_an_unscored_response_is_refused(services, speech_clip, silent_wav):
+    """Issue 16: 6.5 was accepted on the 0-10 scale of whole points, and a "Not scored" response took a mark."""
+    graded = cb.grade_file(services, speech_clip)
+    with pytest.raises(gr.Error, match=r"6.5 is not a score on the speechocean762 scale: .* steps of 1"):
+        cb.save_override(services, graded.grade_id, 6.5, "partly", "", "", "ann")
+    refused = cb.grade_file(services, silent_wav)
+    with pytest.raises(gr.Error, match=f"Grade #{refused.grade_id} was not scored"):
+        cb.save_override(services, refused.grade_id, 5.0, "disagree", "", "", "ann")
+    with pytest.raises(gr.Error, match="There is no grade #999"):
+        cb.save_override(services, 999, 5.0, "agree", "", "", "ann")
+    assert services.db.grade(graded.grade_id)["overrides"] == services.db.grade(refused.grade_id)["overrides"] == []
+    assert cb.save_override(services, graded.grade_id, 7, "partly", "", "", "ann").startswith("✓")
+
+
 def test_override_on_read_only_database_is_kept_for_retry(services, speech_clip, tmp_path):
     graded = cb.grade_file(services, speech_clip)
     services.db.close()

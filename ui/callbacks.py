@@ -303,12 +303,7 @@ def save_override(services: Services, grade_id: int | None, final_score: float |
     and the message says so. The values may come raw from an API client (the event skips Gradio's preprocessing,
     whose failures have no message), so each is checked here."""
     grade_id = whole_number(grade_id, "Grade a response first: there is nothing to override yet.")
-    final_score = _real(final_score)
-    scale = _scale(services)
-    if final_score is None:
-        raise gr.Error("Enter your final score (a number).")
-    if scale and not scale.min <= final_score <= scale.max:
-        raise gr.Error(f"The final score must lie between {scale.min:g} and {scale.max:g}.")
+    final_score = check_score(services, grade_id, final_score)
     if agreement not in AGREEMENTS:
         raise gr.Error("Choose agree, partly or disagree.")
     if reason_code not in (None, "", *REASON_CODES):
@@ -330,6 +325,32 @@ def save_override(services: Services, grade_id: int | None, final_score: float |
                 f"({services.db.outbox.path}) and is written to the database as soon as it accepts writes again; "
                 "no need to submit it again.")
     return f"✓ Override saved (grade #{grade_id}): final score {final_score:g}, {agreement}, by {examiner}."
+
+
+def check_score(services: Services, grade_id: int, value) -> float:
+    """An examiner's score for a stored grade: a number on the grade's own scale, one of its steps (6.5 is no score
+    on a 0-10 scale of whole points), and only for a response the model scored (a refused recording is recorded
+    again, not marked)."""
+    score = _real(value)
+    if score is None:
+        raise gr.Error("Enter your final score (a number).")
+    stored = services.db.grade(grade_id)
+    if stored is None:
+        raise gr.Error(f"There is no grade #{grade_id}.")
+    if not stored["scorable"]:
+        raise gr.Error(f"Grade #{grade_id} was not scored ({stored['gate_reason']}), so there is no score to mark: "
+                       "record the answer again.", title="Not scored")
+    try:
+        scale = get_scale(stored["scale_name"])
+    except ValueError:
+        scale = _scale(services)
+    if scale:
+        if not scale.min <= score <= scale.max:
+            raise gr.Error(f"The final score must lie between {scale.min:g} and {scale.max:g}.")
+        if not math.isclose((score - scale.min) / scale.step, round((score - scale.min) / scale.step), abs_tol=1e-6):
+            raise gr.Error(f"{score:g} is not a score on the {scale.name} scale: it goes from {scale.min:g} to "
+                           f"{scale.max:g} in steps of {scale.step:g}.")
+    return score
 
 
 def whole_number(value, missing: str) -> int:
