@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -77,12 +78,32 @@ def upload_folder() -> Path:
     return folder
 
 
+def port_taken(host: str | None, port: int | None) -> str | None:
+    """Why the app cannot listen on the port asked for (None: it can, or none was asked for and Gradio looks for a
+    free one): said in one line naming --port, before minutes go into loading the model."""
+    port = port or int(os.environ.get("GRADIO_SERVER_PORT") or 0)
+    if not port:
+        return None
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a closing socket is no user
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return (f"the app did not start: port {port} on {host} is not free ({error.strerror}); stop what uses "
+                    "it, or choose another with --port N.")
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for chatty in ("alembic", "httpx"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     config = parse_options(AppConfig, argv)
     users = read_users(config)
+    if busy := port_taken(config.host, config.port):
+        log.error("%s", busy)
+        return 2
     workdir = upload_folder()
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop like Ctrl-C: Gradio closes, atexit cleans up
@@ -117,11 +138,17 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_app(services, auth=bool(users))
     demo.queue(default_concurrency_limit=config.concurrency, max_size=64)
     guard = [Middleware(LoginGuard, session_s=config.session_hours * 3600)] if users else []
-    demo.launch(server_name=config.host, server_port=config.port, share=config.share,
-                auth=check_login(users) if users else None, auth_message="Examiner login",
-                allowed_paths=[], blocked_paths=[str(p) for p in config.private_paths],
-                max_file_size=f"{config.max_upload_mb:g}mb", css=CSS, footer_links=["api", "gradio"],
-                app_kwargs={"middleware": guard}, state_session_capacity=config.max_sessions)
+    try:
+        demo.launch(server_name=config.host, server_port=config.port, share=config.share,
+                    auth=check_login(users) if users else None, auth_message="Examiner login",
+                    allowed_paths=[], blocked_paths=[str(p) for p in config.private_paths],
+                    max_file_size=f"{config.max_upload_mb:g}mb", css=CSS, footer_links=["api", "gradio"],
+                    app_kwargs={"middleware": guard}, state_session_capacity=config.max_sessions)
+    except OSError as error:  # taken since the check; Gradio's own words would suggest launch(server_port=...)
+        if "port" not in str(error):
+            raise
+        log.error("the app did not start: no free port (%s); choose one with --port N.", config.port or "7860-7959")
+        return 2
 
 
 if __name__ == "__main__":

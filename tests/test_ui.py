@@ -1,6 +1,9 @@
 """The app's callbacks on real audio, a real tiny checkpoint and a real SQLite file: no browser needed."""
 
 import csv
+import socket
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -266,3 +269,19 @@ def test_every_event_has_an_api_name(services):
     names = {fn.api_name for fn in demo.fns.values() if fn.api_visibility != "private"}
     assert {"grade", "evidence", "word_audio", "override", "history", "export_history", "agreement",
             "grade_batch"} <= names
+
+
+def test_a_busy_port_is_one_line_naming_the_flag(tmp_path):
+    """Issue 16: a port in use gave a raw traceback suggesting `launch(server_port=...)`; now one line, before the
+    model loads, naming --port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run([sys.executable, "app.py", "--port", str(port), "--host", "127.0.0.1",
+                              "--db", str(tmp_path / "grades.db"), "--data-dir", str(tmp_path / "data")],
+                             cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert f"port {port} on 127.0.0.1 is not free" in lines[0] and "--port N" in lines[0]
+    assert not (tmp_path / "grades.db").exists()
