@@ -285,3 +285,30 @@ def test_a_busy_port_is_one_line_naming_the_flag(tmp_path):
     assert run.returncode == 2 and len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
     assert f"port {port} on 127.0.0.1 is not free" in lines[0] and "--port N" in lines[0]
     assert not (tmp_path / "grades.db").exists()
+
+
+def test_the_empty_batch_table_shows_its_columns(services):
+    """Issue 16: before any batch, the table's headers were "1 2 3"."""
+    demo = build_app(services)
+    tables = [b for b in demo.blocks.values() if isinstance(b, gr.Dataframe)]
+    expected = cb.batch_header(services.grader.aspects)
+    assert expected[:7] == ["file", "candidate", "response", "grade", "scorable", "reason", "total_regression"]
+    assert any(t.value["headers"] == expected for t in tables)
+
+
+def test_a_word_is_picked_by_its_index_and_anything_else_has_a_message():
+    """The word picker takes an index from a script (its choices are empty until evidence exists)."""
+    audio = np.linspace(-0.5, 0.5, 16_000, dtype=np.float32)
+    words = [{"text": "bear", "start": 0.2, "end": 0.5, "probability": 0.9, "low_confidence": False}]
+    found = cb.Evidence(1, {"transcript": {"words": words}}, audio)
+    rate, clip = cb.word_audio(found, 0)
+    assert rate == 16_000 and len(clip) == int(0.55 * 16_000) - int(0.15 * 16_000)
+    for bad in ("abc", 1, 0.5, -1):
+        with pytest.raises(gr.Error, match="Pick a word of the transcript: a number from 0 to 0"):
+            cb.word_audio(found, bad)
+
+
+def test_the_page_says_who_is_logged_in(services):
+    assert "Logged in as <strong>&lt;b&gt;ann&lt;/b&gt;</strong>" in cb.signed_in_html("<b>ann</b>")
+    demo = build_app(services, auth=True)
+    assert any(isinstance(b, gr.Button) and b.link == "/logout" for b in demo.blocks.values())

@@ -25,8 +25,18 @@ def build_app(services: Services, auth: bool = False) -> gr.Blocks:
         return cb.examiner_id(getattr(request, "username", None), "") if auth else cb.examiner_id(None, typed)
 
     with gr.Blocks(title="L2 speaking grader", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
-        gr.Markdown("# L2 speaking grader\nRecord or upload a spoken answer in English; the model scores it, "
-                    "and an examiner can confirm or override the score.")
+        with gr.Row(elem_id="top"):
+            gr.Markdown("# L2 speaking grader\nRecord or upload a spoken answer in English; the model scores it, "
+                        "and an examiner can confirm or override the score.")
+            if auth:
+                signed_in = gr.HTML(elem_id="signed-in")
+                gr.Button("Log out", link="/logout", size="sm", scale=0, min_width=90, elem_id="logout")
+
+
+                def signed(request: gr.Request):
+                    return cb.signed_in_html(getattr(request, "username", None))
+
+                demo.load(signed, None, signed_in, api_name=False)
         if grader is None:
             gr.HTML('<div class="banner"><strong>No checkpoint loaded.</strong> '
                     f'{html.escape(services.load_error or cb.NO_CHECKPOINT)}</div>')

@@ -35,7 +35,7 @@ from grader.review import Review
 from grader.metrics import score_metrics
 from grader.scale import ScoreScale, get_scale
 from storage import AGREEMENTS, Database, StorageError
-from storage.export import spreadsheet_safe
+from storage.export import ASPECT_COLUMNS, spreadsheet_safe, word_columns
 
 from .charts import agreement_figure, distribution_figure, timeline_figure
 from .config import AppConfig
@@ -250,6 +250,7 @@ def evidence_for(services: Services, graded: Graded | None) -> Evidence | None:
     if not a.scorable:
         return None
     evidence = services.run_evidence(grader, a.audio, a.reference_text, a.speech)
+    evidence["word_scores"] = word_scores(a.prediction)
     try:
         services.db.set_evidence(graded.grade_id, evidence)
     except StorageError as error:
@@ -257,6 +258,13 @@ def evidence_for(services: Services, graded: Graded | None) -> Evidence | None:
         raise gr.Error(f"The evidence was computed but not saved: {error}", title="Not saved") from error
     log.info("evidence for grade %d in %.2f s", graded.grade_id, evidence["latency_s"])
     return Evidence(graded.grade_id, evidence, a.audio)
+
+
+def word_scores(prediction: Prediction) -> dict:
+    """The grade's word scores as the evidence panel shows them beside the phone evidence, and as they are stored
+    with the evidence (History's CSV exports them): each reference word's {"word", "accuracy", "total"}, or
+    none and the note saying why (no reference text; a checkpoint without word heads)."""
+    return {"checkpoint": prediction.checkpoint, "words": prediction.words, "note": prediction.words_note}
 
 
 def evidence_outputs(found: Evidence | None) -> tuple:
@@ -277,9 +285,10 @@ def word_audio(found: Evidence | None, index: int | None, margin_s: float = 0.05
     if found is None:  # no evidence yet, or the session's copy expired (EVIDENCE_TTL_S)
         raise gr.Error("The evidence of this grade is no longer held for playback: grade the recording again.")
     words = found.evidence["transcript"]["words"]
-    if not 0 <= int(index) < len(words):
-        raise gr.Error("Pick a word of the transcript.")
-    w = words[int(index)]
+    number = _real(index)
+    if number is None or number != int(number) or not 0 <= number < len(words):
+        raise gr.Error(f"Pick a word of the transcript: a number from 0 to {len(words) - 1}.")
+    w = words[int(number)]
     start = max(int((w["start"] - margin_s) * SAMPLE_RATE), 0)
     end = min(int((w["end"] + margin_s) * SAMPLE_RATE), len(found.audio))
     return SAMPLE_RATE, (np.clip(found.audio[start:end], -1, 1) * 32767).astype(np.int16)
@@ -295,6 +304,11 @@ def examiner_id(username: str | None, typed_name: str) -> str:
     if not name:
         raise gr.Error("Enter your name as examiner before saving an override.")
     return name
+
+
+def signed_in_html(username: str | None) -> str:
+    """Who this page belongs to, on every page under login (the login is also who every mark is by)."""
+    return f'<p class="signed-in">Logged in as <strong>{html.escape(username or "nobody")}</strong></p>'
 
 
 def save_override(services: Services, grade_id: int | None, final_score: float | None, agreement: str | None,
@@ -470,6 +484,12 @@ def _metric_row(name: str, model: list[float], final: list[float]) -> list:
 BATCH_COLUMNS = ["file", "candidate", "response", "grade", "scorable", "reason"]
 
 
+def batch_header(aspects: list[str]) -> list[str]:
+    """The Batch table's and CSV's columns for a grader's aspects (shown before anything is graded, too)."""
+    return (BATCH_COLUMNS + [f"{a}_{h}" for a in aspects for h in ASPECT_COLUMNS] + ["cefr", "review"]
+            + list(word_columns([])))
+
+
 Item = tuple[Path, str, str, str]  # audio, candidate, task part, prompt
 
 
@@ -600,7 +620,7 @@ def grade_rows(services: Services, items: list[Item], chunk: int = 16) -> Iterat
     for path, candidate, task_part, prompt in items:
         check_text_fields(services.config, candidate, task_part, prompt, where=f"{path.name}: ")
     aspects = grader.aspects
-    header = BATCH_COLUMNS + [f"{a}_{h}" for a in aspects for h in ("regression", "soft")] + ["cefr", "review"]
+    header = batch_header(aspects)
     rows = []
     for start in range(0, len(items), chunk):
         part = items[start: start + chunk]
@@ -611,10 +631,10 @@ def grade_rows(services: Services, items: list[Item], chunk: int = 16) -> Iterat
                    graded.gate.reason or ""]
             if graded.prediction:
                 p = graded.prediction
-                row += [_round(getattr(p.scores[a], h)) for a in aspects for h in ("regression", "soft")]
-                row += [p.cefr or "", "; ".join(r.text for r in graded.review)]
+                row += [_round(getattr(p.scores[a], h)) for a in aspects for h in ASPECT_COLUMNS]
+                row += [p.cefr or "", "; ".join(r.text for r in graded.review), *word_columns(p.words).values()]
             else:
-                row += [""] * (2 * len(aspects) + 2)
+                row += [""] * (len(header) - len(row))
             rows.append(row)
         yield header, rows
 

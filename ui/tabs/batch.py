@@ -17,7 +17,8 @@ def build(services: Services) -> None:
     with gr.Row():
         batch_button = gr.Button("Grade all", variant="primary", interactive=services.grader is not None)
         stop_button = gr.Button("Cancel", variant="stop")
-    batch_table = gr.Dataframe(interactive=False, wrap=True, max_height=600)
+    header = cb.batch_header(services.grader.aspects) if services.grader else cb.BATCH_COLUMNS
+    batch_table = gr.Dataframe(headers=header, interactive=False, wrap=True, max_height=600)
     batch_csv = gr.File(label="Results CSV", interactive=False)
 
     @cb.event
@@ -26,7 +27,7 @@ def build(services: Services) -> None:
         was graded stays stored); the unpacked zip is removed however it ends."""
         with cb.batch_folder(services) as into:
             items = cb.batch_inputs(services, files or [], listing, into)
-            header, rows = cb.BATCH_COLUMNS, []
+            rows = []
             for header, rows in cb.grade_rows(services, items):
                 progress(len(rows) / len(items), desc=f"graded {len(rows)} of {len(items)}")
                 yield pd.DataFrame(rows, columns=header), None

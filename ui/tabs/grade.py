@@ -37,7 +37,9 @@ def build(services: Services, who: Callable[[gr.Request | None, str], str], auth
         evidence_panel = gr.HTML(elem_id="evidence")
         timeline = gr.Plot(label="Timeline", show_label=False, elem_id="timeline")
         with gr.Row():
-            word_pick = gr.Dropdown(choices=[], label="Play a word of the transcript", scale=2, elem_id="word-pick")
+            # Custom values: a script sends the word's index, which the choices (empty until evidence) would refuse.
+            word_pick = gr.Dropdown(choices=[], label="Play a word of the transcript", scale=2, elem_id="word-pick",
+                                    allow_custom_value=True)
             word_clip = gr.Audio(label="Word", type="numpy", interactive=False, scale=3, elem_id="word-audio")
         with gr.Accordion("Evidence as JSON", open=False):
             evidence_json = gr.JSON(label="evidence")
