@@ -25,10 +25,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from benchmarks.common import load1, resolve, write_results  # noqa: E402
-from grader.audio import SAMPLE_RATE  # noqa: E402
+from grader import augment  # noqa: E402
 from grader.options import parse_options  # noqa: E402
 
-TONE_DBFS = -60.0  # room tone: a quiet room through a microphone
 # Targets (issue 15): the share of answers moving by more than 0.5, and for the lead-in the mean change too.
 TARGETS = {"tone 2+0.5 s": {"mean_abs": 0.05, "moved": 0.02}, "pink noise 10 dB SNR": {"moved": 0.05},
            "small-room reverb": {"moved": 0.05}, "telephone 300-3400 Hz": {"moved": 0.03},
@@ -43,6 +42,10 @@ class RobustnessBench:
     data: str = field(default="../shared/data/speechocean762-train", metadata={
         "help": "speechocean762 folder (labels.tsv, audio/), relative to the repo or absolute"})
     dev_speakers: int = field(default=25, metadata={"help": "held-out speakers: grader.train's dev split"})
+    folds: int = field(default=0, metadata={
+        "help": "with K: the speakers of fold --fold of `grader.train --folds K` instead (grade them with that "
+                "fold's model, runs/<cv>/fold<N>, which never heard them)"})
+    fold: int = 0
     seed: int = 0
     clips: int = field(default=250, metadata={"help": "answers of those speakers to grade (0: all)"})
     only: str = field(default="", metadata={"help": "perturbations whose name holds one of these words "
@@ -54,75 +57,22 @@ class RobustnessBench:
 
 
 # ---------------------------------------------------------------- perturbations: audio in, audio (or a file) out
+# grader.augment owns them (training draws random settings from it); these are the fixed settings measured here.
 
-def pink(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Pink (1/f) noise of unit RMS."""
-    spectrum = np.fft.rfft(rng.standard_normal(n))
-    x = np.fft.irfft(spectrum / np.sqrt(np.maximum(np.arange(len(spectrum)), 1)), n)
-    return x / np.sqrt(np.mean(x ** 2))
-
-
-def around(before_s: float, after_s: float) -> Callable:
-    def add(audio: np.ndarray, rng: np.random.Generator, _: Path) -> np.ndarray:
-        tone = 10 ** (TONE_DBFS / 20)
-        return np.concatenate([pink(int(before_s * SAMPLE_RATE), rng) * tone, audio,
-                               pink(int(after_s * SAMPLE_RATE), rng) * tone])
-    return add
-
-
-def noise(snr_db: float) -> Callable:
-    def add(audio: np.ndarray, rng: np.random.Generator, _: Path) -> np.ndarray:
-        level = np.sqrt(np.mean(audio.astype(np.float64) ** 2)) / 10 ** (snr_db / 20)
-        return audio + pink(len(audio), rng) * level
-    return add
-
-
-def reverb(audio: np.ndarray, rng: np.random.Generator, _: Path, rt60_s: float = 0.4) -> np.ndarray:
-    """A small room: a synthetic impulse response (the direct sound, then exponentially decaying noise that falls
-    60 dB in `rt60_s`, after 5 ms), at the dry recording's level."""
-    from scipy.signal import fftconvolve
-
-    t = np.arange(int(rt60_s * SAMPLE_RATE)) / SAMPLE_RATE
-    tail = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60_s) * (t > 0.005) * 0.3
-    wet = fftconvolve(audio, np.r_[1.0, tail[1:]])[: len(audio)]
-    return wet * np.sqrt(np.mean(audio ** 2) / max(np.mean(wet ** 2), 1e-12))
-
-
-def telephone(audio: np.ndarray, rng: np.random.Generator, _: Path) -> np.ndarray:
-    """A telephone line: 300-3400 Hz, 8 kHz sampling, then back to 16 kHz as the grader hears it."""
-    from scipy.signal import butter, resample_poly, sosfiltfilt
-
-    band = sosfiltfilt(butter(4, [300, 3400], "bandpass", fs=SAMPLE_RATE, output="sos"), audio)
-    return resample_poly(resample_poly(band, 1, 2), 2, 1)[: len(audio)]
-
-
-def codec(name: str, suffix: str, bitrate: int) -> Callable:
-    """Encoded with PyAV's ffmpeg into a file, which the grader decodes itself, as it does an upload."""
-    def encode(audio: np.ndarray, rng: np.random.Generator, folder: Path) -> Path:
-        import av
-
-        path = Path(tempfile.mkstemp(suffix=suffix, dir=folder)[1])
-        with av.open(str(path), "w") as out:
-            stream = out.add_stream(name, rate=SAMPLE_RATE, layout="mono")
-            stream.bit_rate = bitrate
-            frame = av.AudioFrame.from_ndarray(np.clip(audio, -1, 1)[None].astype(np.float32), format="flt",
-                                               layout="mono")
-            frame.rate = SAMPLE_RATE
-            convert = av.AudioResampler(format=stream.codec_context.format, layout="mono", rate=SAMPLE_RATE)
-            for converted in convert.resample(frame) + convert.resample(None):
-                out.mux(stream.encode(converted))
-            out.mux(stream.encode(None))
-        return path
-    return encode
+def codec(name: str, bitrate: int) -> Callable:
+    """Encoded into a file, which the grader decodes itself, as it does an upload."""
+    return lambda audio, rng, folder: augment.encode(audio, name, bitrate, folder)
 
 
 PERTURBATIONS: dict[str, Callable] = {
-    "tone 0.5+0.5 s": around(0.5, 0.5), "tone 1+1 s": around(1, 1), "tone 2+0.5 s": around(2, 0.5),
-    "tone 3+3 s": around(3, 3),
+    **{f"tone {b:g}+{a:g} s": (lambda b, a: lambda audio, rng, _: augment.room_tone(audio, rng, b, a))(b, a)
+       for b, a in ((0.5, 0.5), (1, 1), (2, 0.5), (3, 3))},
     "gain -20 dB": lambda audio, rng, _: audio * 0.1,
-    "pink noise 20 dB SNR": noise(20), "pink noise 10 dB SNR": noise(10),
-    "small-room reverb": reverb, "telephone 300-3400 Hz": telephone,
-    "MP3 32 kbps": codec("libmp3lame", ".mp3", 32_000), "Opus 24 kbps": codec("libopus", ".ogg", 24_000),
+    "pink noise 20 dB SNR": lambda audio, rng, _: augment.noise(audio, rng, 20),
+    "pink noise 10 dB SNR": lambda audio, rng, _: augment.noise(audio, rng, 10),
+    "small-room reverb": lambda audio, rng, _: augment.reverb(audio, rng, 0.4),
+    "telephone 300-3400 Hz": lambda audio, rng, _: augment.telephone(audio, 300, 3400),
+    "MP3 32 kbps": codec("mp3", 32_000), "Opus 24 kbps": codec("opus", 24_000),
 }
 
 
@@ -162,14 +112,18 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
 
     from grader.audio import load_audio
-    from grader.data import read_manifest, split_by_speaker
+    from grader.data import read_manifest, speaker_folds, split_by_speaker
     from grader.inference import AssessOptions, Grader
     from grader.metrics import score_metrics
 
     torch.set_num_threads(opts.threads or len(os.sched_getaffinity(0)))
     grader = Grader.load(resolve(opts.checkpoint), device="cpu")
-    responses = split_by_speaker(read_manifest(resolve(opts.data) / "labels.tsv", ["total"]), opts.dev_speakers,
-                                 opts.seed)[1]
+    responses = read_manifest(resolve(opts.data) / "labels.tsv", ["total"])
+    if opts.folds:  # grader.train --folds deals speakers by their mean total, so with that target
+        responses = [r for r, k in zip(responses, speaker_folds(responses, opts.folds, opts.seed, target="total"))
+                     if k == opts.fold]
+    else:
+        responses = split_by_speaker(responses, opts.dev_speakers, opts.seed)[1]
     rng = np.random.default_rng(opts.seed)
     if opts.clips:
         responses = [responses[i] for i in sorted(rng.permutation(len(responses))[: opts.clips])]

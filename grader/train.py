@@ -4,7 +4,10 @@
         --target total --backbone whisper --model tiny.en --objective fa+reg --dev-speakers 25 --out runs/base
 
 When LoRA leaves the audio encoder frozen (the default scope "text"), its outputs are computed once and
-cached, so each epoch costs only the decoder/LLM and the heads.
+cached, so each epoch costs only the decoder/LLM and the heads. `--augment-views K` caches K randomly perturbed
+recordings of each clip too (grader.augment: room tone, gain, noise, reverb, telephone, codecs; trimmed as the
+app trims) and each epoch draws one of the clip's K+1 views, so the model learns to ignore the channel at no
+extra cost per epoch.
 
 `--folds K` cross-validates by speaker instead: one model per fold on the other folds' speakers (the encoder
 cache shared), out-of-fold predictions for every response (`oof.tsv`, `oof_words.tsv`) and their metrics, band
@@ -27,6 +30,8 @@ import json
 import math
 import random
 import time
+import zlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -36,6 +41,7 @@ from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
 from tqdm import tqdm
 
 from .audio import SAMPLE_RATE, load_audio, trim_to_speech
+from .augment import augment
 from .backbones import AudioStates
 from .data import (ManifestError, Response, WordScores, length_batches, read_manifest, read_rater_means,
                    read_speak_and_improve, read_word_scores, speaker_folds, split_by_speaker)
@@ -73,6 +79,9 @@ class TrainConfig:
         "help": "words.tsv: train the word heads (--word-target) on the experts' word scores"})
     word_weight: float = field(default=1.0, metadata={"help": "weight of the word loss beside the sentence loss"})
     text_dropout: float = field(default=0.3, metadata={"help": "train without the text this often"})
+    augment_views: int = field(default=0, metadata={
+        "help": "cache this many randomly perturbed recordings of each clip (grader.augment, seeded by --seed); "
+                "each epoch trains on one of its views, clean or perturbed; 0: clean only"})
     epochs: int = 6
     batch_size: int = 16
     lr: float = 1e-3
@@ -97,8 +106,11 @@ class TrainConfig:
             raise ValueError(f"epochs and batch size must be at least 1 (got {self.epochs} and {self.batch_size})")
         if not 0 <= self.text_dropout <= 1 or not 0 <= self.warmup < 1:
             raise ValueError("text dropout must lie in [0, 1] and warmup (a share of the steps) in [0, 1)")
-        if self.dev_speakers < 0 or self.limit < 0 or self.folds < 0 or self.reweight < 0:
-            raise ValueError("dev speakers, limit, folds and reweight cannot be negative")
+        if min(self.dev_speakers, self.limit, self.folds, self.reweight, self.augment_views) < 0:
+            raise ValueError("dev speakers, limit, folds, reweight and augment views cannot be negative")
+        if self.augment_views and self.model.lora.scope != "text":
+            raise ValueError("--augment-views caches the frozen encoder's outputs: LoRA must leave it frozen "
+                             "(--lora-scope text)")
         if any(not 0 <= k < self.folds for k in self.run_folds):
             raise ValueError(f"--run-folds must name folds 0..{self.folds - 1} of --folds, not {self.run_folds}")
         if self.folds and (self.sandi or self.dev_manifest):
@@ -144,10 +156,18 @@ class Examples:
     audio: list[np.ndarray]
     states: list[torch.Tensor] | None  # None when the encoder trains (LoRA on it): no cache
     words: list[torch.Tensor | None]  # (words, word aspects) per response; None where it has no word scores
+    views: list[list[torch.Tensor]] | None = None  # encoder outputs of each response's augmented recordings
 
     def take(self, rows: list[int]) -> "Examples":
         return Examples([self.responses[i] for i in rows], [self.audio[i] for i in rows],
-                        None if self.states is None else [self.states[i] for i in rows], [self.words[i] for i in rows])
+                        None if self.states is None else [self.states[i] for i in rows], [self.words[i] for i in rows],
+                        None if self.views is None else [self.views[i] for i in rows])
+
+    def epoch_states(self, rng: random.Random) -> list[torch.Tensor] | None:
+        """Each response's encoder outputs for one epoch: one of its views (clean or augmented) at random."""
+        if not self.views:
+            return self.states
+        return [rng.choice([clean, *views]) for clean, views in zip(self.states, self.views)]
 
 
 def word_targets(responses: list[Response], scores: dict[str, WordScores], aspects: list[str]) -> list:
@@ -164,18 +184,39 @@ def prepare(config: TrainConfig, model: GraderModel, responses: list[Response]) 
     """Load the audio, cache the frozen encoder's outputs and read the word targets, once for all folds."""
     started = time.perf_counter()
     audio = [trim_to_speech(load_audio(r.audio)) for r in tqdm(responses, desc="loading audio", leave=False)]
-    states = None
+    states = views = None
     if not model.audio_encoder_trainable:
         model.eval()
+        names = [f"{r.audio.resolve()}#{len(a)}" for r, a in zip(responses, audio)]
         with PartialState().main_process_first():  # the main process encodes and writes the cache, the others read it
-            states = cached_encodings(model, responses, audio, config.cache_dir)
-        print(f"encoder outputs for {len(states)} responses ready in {time.perf_counter() - started:.0f} s")
+            states = cached_encodings(model, names, audio.__getitem__, config.cache_dir)
+            views = augmented_views(config, model, responses, names)
+        print(f"encoder outputs for {len(states)} responses ({config.augment_views} augmented views each) ready "
+              f"in {time.perf_counter() - started:.0f} s")
     words = [None] * len(responses)
     if config.word_scores:
         words = word_targets(responses, read_word_scores(config.word_scores, config.model.word_aspects),
                              config.model.word_aspects)
         print(f"word scores for {sum(w is not None for w in words)} of {len(responses)} responses")
-    return Examples(responses, audio, states, words)
+    return Examples(responses, audio, states, words, views)
+
+
+def augmented_views(config: TrainConfig, model: GraderModel, responses: list[Response],
+                    names: list[str]) -> list[list[torch.Tensor]]:
+    """`--augment-views` perturbed recordings of each response (grader.augment, before the trim, as a real
+    recording's room tone comes before the answer), encoded and cached. View v of a clip is drawn from
+    (seed, v, its utt_id), so it is the same in every run and fold."""
+    def perturbed(i: int, v: int) -> np.ndarray:
+        rng = np.random.default_rng([config.seed, v, zlib.crc32(responses[i].utt_id.encode())])
+        return trim_to_speech(augment(load_audio(responses[i].audio), rng))
+
+    views: list[list[torch.Tensor]] = [[] for _ in responses]
+    for v in range(config.augment_views):
+        encoded = cached_encodings(model, [f"{name}#augment{config.seed}.{v}" for name in names],
+                                   lambda i: perturbed(i, v), config.cache_dir)
+        for i, states in enumerate(encoded):
+            views[i].append(states)
+    return views
 
 
 def dev_metrics(decoded: Decoded, responses: list[Response], aspects: list[str], objective: str,
@@ -203,19 +244,21 @@ def selection_key(metrics: dict, aspects: list[str], objective: str) -> float:
     return -1.0 if math.isnan(pcc) else pcc
 
 
-def cached_encodings(model: GraderModel, responses: list[Response], audios: list[np.ndarray],
-                     cache_dir: str | None) -> list[torch.Tensor]:
-    """Frozen-encoder outputs (float16), computed once per backbone and audio file and kept on disk,
-    so comparing objectives or retraining on all data does not pay for the encoder again. Keyed by path and
-    length in samples, so audio that is trimmed (or otherwise changed in length) before the model is re-encoded."""
+def cached_encodings(model: GraderModel, names: list[str], audio: Callable[[int], np.ndarray],
+                     cache_dir: str | None, chunk: int = 256) -> list[torch.Tensor]:
+    """Frozen-encoder outputs (float16), computed once per backbone and recording and kept on disk, so comparing
+    objectives or retraining on all data does not pay for the encoder again. `names[i]` keys recording i (its path
+    and length in samples, so audio trimmed or otherwise changed in length is re-encoded); `audio(i)` makes it,
+    only where the cache lacks it, `chunk` at a time."""
     key = hashlib.sha1(json.dumps(asdict(model.config.backbone), sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir) / f"encoder-{key}.pt" if cache_dir else None
     store: dict[str, torch.Tensor] = torch.load(path) if path and path.is_file() else {}
-    names = [f"{r.audio.resolve()}#{len(audio)}" for r, audio in zip(responses, audios)]
     todo = [i for i, name in enumerate(names) if name not in store]
     if todo:
-        for i, states in zip(todo, encode_audios(model, [audios[i] for i in todo])):
-            store[names[i]] = states.to(torch.float16)
+        for start in tqdm(range(0, len(todo), chunk), desc=f"encoding {len(todo)} recordings", leave=False):
+            rows = todo[start: start + chunk]
+            for i, states in zip(rows, encode_audios(model, [audio(i) for i in rows])):
+                store[names[i]] = states.to(torch.float16)
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(store, path.with_suffix(".tmp"))
@@ -310,7 +353,9 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
     dev_prompts = [r.text if use_text else None for r in dev_set.responses]
     dev_states = None if dev_set.states is None else [s.float() for s in dev_set.states]
     decoded = None
+    view_rng = random.Random(config.seed + 1)
     for epoch in range(first_epoch, config.epochs):
+        epoch_states = train_set.epoch_states(view_rng)
         net.train()
         batches = length_batches([len(a) for a in train_set.audio], config.batch_size, shuffle=True,
                                  seed=config.seed * 1000 + epoch)
@@ -318,7 +363,7 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
         batches = batches[: len(batches) // world * world][accelerator.process_index :: world]
         progress = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not main)
         for batch in progress:
-            audio = batch_audio(model, batch, train_set.audio, train_set.states)
+            audio = batch_audio(model, batch, train_set.audio, epoch_states)
             batch_prompts = [None if rng.random() < config.text_dropout else prompts[i] for i in batch]
             words = [train_set.words[i] if p else None for i, p in zip(batch, batch_prompts)]
             loss = train_step(net, audio, batch_prompts, targets[batch], optimizer, objective, schedule,

@@ -1,0 +1,77 @@
+"""Training augmentation (grader.augment) on real clips: the same seed gives the same recording, every channel keeps
+the answer's length and level sane, and training on cached augmented views runs with a tiny random Whisper."""
+
+import json
+import random
+
+import numpy as np
+import torch
+
+from grader.audio import SAMPLE_RATE, load_audio, trim_to_speech
+from grader.augment import augment, room_tone
+from grader.data import read_manifest
+from grader.train import Examples
+from grader.train import main as train_main
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.asarray(x, dtype=np.float64) ** 2)))
+
+
+def test_augmentations_are_deterministic_and_keep_the_answer(speech_clip):
+    clean = load_audio(speech_clip)
+    channels = set()
+    for seed in range(16):  # these seeds draw all six channels
+        channels.add(int(np.random.default_rng([0, seed]).integers(6)))
+        once, again = (augment(clean, np.random.default_rng([0, seed])) for _ in range(2))
+        assert np.array_equal(once, again), seed
+        assert once.dtype == np.float32 and np.all(np.isfinite(once)) and np.abs(once).max() <= 1.0
+        # at most 4.5 s of room tone added (and a codec's few ms of padding); never shorter than the answer
+        assert len(clean) <= len(once) <= len(clean) + 4.6 * SAMPLE_RATE, (seed, len(once))
+        # gain -20..0 dB; the room tone around it lowers the RMS by the share of silence at most
+        share = len(clean) / len(once)
+        assert 0.1 * 0.5 * np.sqrt(share) < rms(once) / rms(clean) < 1.5, seed
+        assert not np.array_equal(once[: len(clean)], clean)
+    assert channels == set(range(6))
+    assert not np.array_equal(augment(clean, np.random.default_rng([0, 1])), augment(clean, np.random.default_rng([1, 1])))
+
+
+def test_the_trim_removes_added_room_tone(speech_clip):
+    """Training trims the augmented recording as the app trims an upload: 2 s of room tone before and 1 s after
+    barely change what the model hears."""
+    clean = load_audio(speech_clip)
+    padded = room_tone(clean, np.random.default_rng(0), 2.0, 1.0)
+    assert abs(len(trim_to_speech(padded)) - len(trim_to_speech(clean))) < 0.1 * SAMPLE_RATE
+
+
+def test_each_epoch_draws_clean_or_augmented_views():
+    clean = [torch.zeros(3, 2) for _ in range(50)]
+    views = [[torch.ones(4, 2)] for _ in range(50)]
+    examples = Examples([None] * 50, [np.zeros(1)] * 50, clean, [None] * 50, views)
+    drawn = examples.epoch_states(random.Random(0))
+    assert {len(s) for s in drawn} == {3, 4}  # both kinds, about half each
+    assert 10 < sum(len(s) == 4 for s in drawn) < 40
+    assert [len(s) for s in examples.take([0, 1]).epoch_states(random.Random(0))] == [len(s) for s in drawn[:2]]
+    assert Examples([None], [np.zeros(1)], clean[:1], [None]).epoch_states(random.Random(0)) is not None
+
+
+def test_training_with_augmented_views_runs(tiny_whisper, small_manifest, tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    args = ["--manifest", str(small_manifest), "--model", tiny_whisper, "--limit", "12", "--dev-speakers", "1",
+            "--epochs", "2", "--batch-size", "4", "--target", "total,accuracy", "--augment-views", "1",
+            "--cache-dir", str(cache), "--out", str(out)]
+    train_main(args)
+    info = json.loads((out / "grader.json").read_text())
+    assert info["training"]["augment_views"] == 1 and (out / "weights.safetensors").is_file()
+    store = torch.load(next(cache.glob("encoder-*.pt")))
+    responses = read_manifest(small_manifest, ["total"])[:12]
+    augmented = {k: v for k, v in store.items() if "#augment0.0" in k}
+    assert len(store) == 24 and len(augmented) == 12  # each clip clean and one augmented view
+    for r in responses:
+        clean = next(v for k, v in store.items() if k.startswith(f"{r.audio.resolve()}#") and "#augment" not in k)
+        view = next(v for k, v in augmented.items() if k.startswith(f"{r.audio.resolve()}#"))
+        assert clean.shape[1] == view.shape[1] and not (clean.shape == view.shape and torch.equal(clean, view))
+    before = {k: v.clone() for k, v in store.items()}
+    train_main(args[:-2] + ["--out", str(tmp_path / "again")])  # a rerun reads every view from the cache
+    after = torch.load(next(cache.glob("encoder-*.pt")))
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
