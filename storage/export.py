@@ -1,4 +1,5 @@
-"""History rows as the CSV export writes them: every stored column, the evidence's key figures, and the evidence."""
+"""History rows as the CSV export writes them: every stored column, each aspect's scores, the evidence's key figures
+and word scores, and the evidence."""
 
 import csv
 import json
@@ -16,6 +17,9 @@ HISTORY_COLUMNS = ["graded_at", "response_id", "candidate_id", "part", "prompt_t
                    "grade_id", "checkpoint_id", "scale_name", "headline", "regression", "soft", "hard", "scorable",
                    "gate_reason", "latency_s", "override_id", "examiner", "final_score", "agreement", "reason_code",
                    "comment", "overridden_at", "transcript", *EVIDENCE_MEASURES, "evidence"]
+ASPECT_COLUMNS = ("regression", "soft")  # per aspect, after the headline's columns, as Batch's CSV has them
+WORD_ASPECTS = ("accuracy", "total")  # word scores as columns: "WE 9.6; CALL 7.1; ..."
+DIGITS = 3  # floats in a CSV: enough for any scale's step, without binary noise (6.300000000000001)
 
 
 CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0 (but tab and line ends), DEL, C1
@@ -33,9 +37,12 @@ def spreadsheet_safe(value: Any) -> Any:
 
 
 def csv_value(value: Any) -> Any:
-    """A history value as a CSV cell: times in ISO 8601, the evidence as compact JSON, text spreadsheet-safe."""
+    """A history value as a CSV cell: times in ISO 8601, floats to DIGITS decimals, the evidence as compact JSON,
+    text spreadsheet-safe."""
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, float):
+        return round(value, DIGITS)
     if isinstance(value, dict):
         value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return spreadsheet_safe(value)
@@ -50,7 +57,17 @@ def history_row(response: Response, grade: Grade, override: Override | None) -> 
             "soft": grade.soft, "hard": grade.hard, "scorable": grade.scorable, "gate_reason": grade.gate_reason,
             "latency_s": grade.latency_s, "override_id": o.id, "examiner": o.examiner, "final_score": o.final_score,
             "agreement": o.agreement, "reason_code": o.reason_code, "comment": o.comment, "overridden_at": o.created_at,
-            **evidence_columns(grade.evidence)}
+            **aspect_columns(grade.scores or {}), **evidence_columns(grade.evidence)}
+
+
+def aspect_columns(scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each aspect's regression and soft score as "<aspect>_regression", "<aspect>_soft"."""
+    return {f"{aspect}_{head}": s.get(head) for aspect, s in scores.items() for head in ASPECT_COLUMNS}
+
+
+def word_columns(words: list[dict[str, Any]] | None) -> dict[str, str]:
+    """A prediction's word scores as one cell per word aspect, "WE 9.6; CALL 7.1" ("" where there are none)."""
+    return {f"word_{a}": "; ".join(f'{w["word"]} {w[a]:.1f}' for w in words or [] if a in w) for a in WORD_ASPECTS}
 
 
 def evidence_columns(evidence: dict[str, Any] | None) -> dict[str, Any]:
@@ -58,13 +75,19 @@ def evidence_columns(evidence: dict[str, Any] | None) -> dict[str, Any]:
     evidence = evidence or {}
     measures = evidence.get("measures", {})
     return {"transcript": evidence.get("transcript", {}).get("text"),
-            **{k: measures.get(k) for k in EVIDENCE_MEASURES}, "evidence": evidence or None}
+            **{k: measures.get(k) for k in EVIDENCE_MEASURES},
+            **word_columns(evidence.get("word_scores", {}).get("words")), "evidence": evidence or None}
 
 
 def write_history_csv(rows: list[dict[str, Any]], path: str | Path) -> int:
-    """Write history rows as CSV; returns the number of rows."""
+    """Write history rows as CSV, each aspect's scores after the headline's (the aspects of every row, in order
+    of appearance); returns the number of rows."""
+    aspects = list(dict.fromkeys(k for r in rows for k in r if k.endswith(tuple(f"_{h}" for h in ASPECT_COLUMNS))))
+    at = HISTORY_COLUMNS.index("scorable")
+    words = [f"word_{a}" for a in WORD_ASPECTS]
+    columns = [*HISTORY_COLUMNS[:at], *aspects, *HISTORY_COLUMNS[at:-1], *words, HISTORY_COLUMNS[-1]]
     with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows({k: csv_value(v) for k, v in r.items()} for r in rows)
     return len(rows)
