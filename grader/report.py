@@ -5,6 +5,7 @@ the review flag finds the misgraded responses. `grader.train --folds K` writes t
     python -m grader.report runs/cv-base --detail              # that run's sentence, band, word and flag tables
     python -m grader.report runs/cv-base runs/cv-new --folds 0,1   # paired: only the folds both runs trained
     python -m grader.report runs/cv-base --stretch             # a post-hoc spread of the scores, fitted out of fold
+    python -m grader.report runs/cv-base --review              # the review flag's precision and recall, by rule
 """
 
 import csv
@@ -60,6 +61,59 @@ def review_flags(oof: Decoded, aspects: list[str], scale: ScoreScale) -> list[li
         a: AspectScore(float(oof.regression[i, k]), float(oof.soft[i, k]), float(oof.hard[i, k]),
                        oof.probs[i, k].tolist()) for k, a in enumerate(aspects)}, scale, "oof"))]
             for i in range(len(oof.soft))]
+
+
+def review_table(run: Path, budget: float = 0.2) -> str:
+    """Markdown: how well the review flag (grader.review) finds |total error| > 2 out of fold, from the run's
+    oof.tsv: the shipped rule per fold and in all, each reason alone, and the rule's thresholds chosen afresh on four
+    folds (the most misgrades caught with at most `budget` of the answers flagged) and scored on the fifth."""
+    from .inference import AspectScore, Prediction
+    from .review import ReviewRule, review_reasons
+    from .scale import get_scale
+
+    report = json.loads((run / "cv.json").read_text())
+    aspects, scale = report["training"]["model"]["aspects"], get_scale(report["training"]["model"]["scale"])
+    decoding = headline_decoding(report)
+    with open(run / "oof.tsv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    get = lambda key: np.array([float(r[key]) for r in rows])  # noqa: E731
+    fold, human, predicted = get("fold").astype(int), get(aspects[0]), get(f"{aspects[0]}_{decoding}")
+    soft = get(f"{aspects[0]}_soft")
+    gap = np.max([np.abs(get(f"{a}_regression") - get(f"{a}_soft")) for a in aspects], axis=0) / scale.step
+    codes = [{r.code for r in review_reasons(Prediction({a: AspectScore(float(row[f"{a}_regression"]),
+                                                                        float(row[f"{a}_soft"]), float(row[f"{a}_hard"]),
+                                                                        []) for a in aspects}, scale, "oof"))}
+             for row in rows]
+    rule = ReviewRule()
+    low = rule.low_score.get(scale.name, -np.inf)
+    flagged = np.array([bool(c) for c in codes])
+    assert np.array_equal(flagged, (soft < low) | (gap > rule.heads_gap))  # the grid below reads the same rule
+
+    def line(name: str, flags, rows=slice(None)) -> str:
+        r = flag_figures(flags[rows], predicted[rows], human[rows])
+        return (f"| {name} | {100 * r['flagged'] / r['n']:.1f} % | {r['caught']} of {r['misgraded']} | "
+                f"{_f(r['precision'], 2)} | {_f(r['recall'], 2)} |")
+
+    lows, gaps = np.arange(3.0, 8.01, 0.25), np.array([0.5, 0.75, 1.0, 1.25, 1.5, np.inf])
+    wrong = np.abs(predicted - human) > MISGRADED
+    chosen, nested = [], np.zeros(len(rows), bool)
+    for k in np.unique(fold):
+        train, test = fold != k, fold == k
+        best = max(((((soft[train] < t) | (gap[train] > g)) & wrong[train]).sum(),
+                    -((soft[train] < t) | (gap[train] > g)).mean(), t, g)
+                   for t in lows for g in gaps if ((soft[train] < t) | (gap[train] > g)).mean() <= budget)
+        chosen.append(f"{best[2]:g} / {best[3]:g}")
+        nested[test] = (soft[test] < best[2]) | (gap[test] > best[3])
+    lines = [f"Review flag against |{aspects[0]} error| > {MISGRADED:g} ({decoding} decoding), out of fold "
+             f"(`{run.name}`: {len(rows)} responses):", "",
+             "| rule | flagged | misgraded caught | precision | recall |", "|---|---|---|---|---|",
+             line(f"shipped: score under {low:g}, or heads more than {rule.heads_gap:g} step apart", flagged),
+             line("reason: low score", np.array(["low_score" in c for c in codes])),
+             line("reason: heads disagree", np.array(["heads_disagree" in c for c in codes])),
+             *[line(f"shipped, fold {k} alone", flagged, fold == k) for k in np.unique(fold)],
+             line(f"thresholds chosen on the other folds (≤ {budget:.0%} flagged; score / step: "
+                  f"{', '.join(chosen)})", nested)]
+    return "\n".join(lines)
 
 
 def fold_spread(pcc: list[float]) -> dict:
@@ -237,13 +291,13 @@ def print_crossval(report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    detail, stretch = "--detail" in args, "--stretch" in args
+    detail, stretch, review = "--detail" in args, "--stretch" in args, "--review" in args
     folds = None
     if "--folds" in args:
         at = args.index("--folds")
         folds = {int(k) for k in args[at + 1].split(",")}
         args = args[:at] + args[at + 2:]
-    runs = [a for a in args if a not in ("--detail", "--stretch")]
+    runs = [a for a in args if a not in ("--detail", "--stretch", "--review")]
     if not runs:
         raise SystemExit("usage: python -m grader.report RUN_DIR [RUN_DIR ...] [--detail]  (runs of grader.train --folds)")
     reports = []
@@ -251,8 +305,8 @@ def main(argv: list[str] | None = None) -> None:
         path = Path(run) / "cv.json"
         if not path.is_file():
             raise SystemExit(f"{run} has no cv.json: not a finished `grader.train --folds` run")
-        if stretch:
-            print(stretch_table(Path(run)))
+        if stretch or review:
+            print(stretch_table(Path(run)) if stretch else review_table(Path(run)))
             continue
         report = json.loads(path.read_text())
         reports.append(restrict(report, Path(run), folds) if folds else report)

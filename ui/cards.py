@@ -6,33 +6,87 @@ Every piece of text that came from the recording, the model's input or the exami
 import html
 
 from grader.inference import ZERO_SHOT_NOTE
+from grader.evidence.alignment import spoken_words
+from grader.report import BANDS
+
+
+# One plain sentence for each number behind the headline ("about this score").
+ABOUT = {"soft": "the expected score: the average of the grader's probabilities over the scale's classes. It is "
+                 "the headline, the number the grader's agreement with experts is measured on",
+         "regression": "a second estimate, from a head trained to predict the score directly; far from the "
+                       "expected score, the grader is unsure",
+         "hard": "the single class the grader finds most probable; it ignores how the rest of the probability "
+                 "is spread"}
 
 
 def result_card(graded) -> str:
-    """The result as HTML: scores on the checkpoint's scale, CEFR band, sub-scores, and any review warning."""
+    """The result as HTML: one headline number (the expected score), what it is, its band and likely range, the
+    review reasons in an examiner's words, the other aspects, and behind "about this score" the three numbers
+    the grader gives (regression, soft, most likely), each explained."""
     if graded.prediction is None:
         return (f'<div class="card refused"><h3>Not scored</h3><p>{html.escape(graded.gate.reason or "")}</p>'
                 f'<p class="meta">Stored as non-scorable (response #{graded.response_id}, '
-                f'code <code>{graded.gate.code}</code>). Record again or upload another file.</p></div>')
+                f'code <code>{html.escape(graded.gate.code or "")}</code>). Record again or upload another file.</p>'
+                "</div>")
     p, scale = graded.prediction, graded.prediction.scale
     head = p.scores[p.headline]
-    band = p.cefr
-    rows = "".join(f"<tr><td>{html.escape(aspect)}</td><td>{s.regression:.2f}</td><td>{s.soft:.2f}</td>"
-                   f"<td>{s.hard:g}</td></tr>" for aspect, s in p.scores.items())
+    band = f"CEFR {p.cefr}" if p.cefr else _expert_band(scale, round(head.soft, 1))
+    low, high, mass = likely_range(head.probs, scale)
+    what = (f"The grader's expected {html.escape(p.headline)} score for this answer, on the {html.escape(scale.name)} "
+            f"scale ({scale.min:g}–{scale.max:g}). Likely range {low:g}–{high:g} ({mass:.0%} of the probability; "
+            "the chart shows all of it).")
     review = ""
     if graded.review:
-        items = "".join(f'<li class="{r.code}">{html.escape(r.text)}</li>' for r in graded.review)
+        items = "".join(f'<li class="{html.escape(r.code)}">{html.escape(_sentence(r.text))}</li>' for r in graded.review)
         review = f'<div class="review"><strong>Review recommended</strong><ul>{items}</ul></div>'
     if p.uncalibrated:
-        review += f'<div class="review"><strong>Uncalibrated</strong><p>{html.escape(ZERO_SHOT_NOTE)}.</p></div>'
+        review += f'<div class="review"><strong>Uncalibrated</strong><p>{html.escape(_sentence(ZERO_SHOT_NOTE))}.</p></div>'
+    others = "".join(f'<tr><th scope="row">{html.escape(a)}</th><td>{s.soft:.1f}</td></tr>'
+                     for a, s in p.scores.items() if a != p.headline)
+    aspects = (f'<table class="aspects"><tr><th scope="col">aspect</th><th scope="col">expected score</th></tr>'
+               f"{others}</table>") if others else ""
+    rows = "".join(f'<tr><th scope="row">{html.escape(a)}</th><td>{s.soft:.2f}</td><td>{s.regression:.2f}</td>'
+                   f"<td>{s.hard:g}</td></tr>" for a, s in p.scores.items())
+    about = ('<details class="about"><summary>About this score</summary>'
+             f'<table class="heads"><tr><th scope="col">aspect</th><th scope="col">expected (soft)</th>'
+             f'<th scope="col">regression</th><th scope="col">most likely</th></tr>{rows}</table><ul>'
+             + "".join(f"<li><strong>{name}</strong>: {ABOUT[key]}.</li>" for name, key in (
+                 ("Expected (soft)", "soft"), ("Regression", "regression"), ("Most likely", "hard")))
+             + "</ul></details>")
     return (f'<div class="card"><div class="headline"><span class="label">{html.escape(p.headline)}</span>'
-            f'<span class="score">{head.regression:.1f}</span>'
-            f'<span class="of">regression score · soft {head.soft:.1f} · scale {scale.min:g}–{scale.max:g} '
-            f'({html.escape(scale.name)})</span>'
-            + (f'<span class="cefr">CEFR {band}</span>' if band else "") + "</div>"
-            f"{review}<table><tr><th>aspect</th><th>regression</th><th>soft</th><th>most likely</th></tr>{rows}"
-            f'</table><p class="meta">Response #{graded.response_id} · checkpoint {html.escape(p.checkpoint)} · '
+            f'<span class="score">{head.soft:.1f}</span><span class="of">of {scale.max:g}</span>'
+            + (f'<span class="cefr">{html.escape(band)}</span>' if band else "") + "</div>"
+            f'<p class="what">{what}</p>{review}{aspects}{about}'
+            f'<p class="meta">Response #{graded.response_id} · checkpoint {html.escape(p.checkpoint)} · '
             f"graded in {p.latency_s:.2f} s</p></div>")
+
+
+def likely_range(probs: list[float], scale, mass: float = 0.8) -> tuple[float, float, float]:
+    """The narrowest run of neighbouring classes holding at least `mass` of the probability: (low, high, its
+    share). A wide range is the distribution telling the examiner the grader is unsure."""
+    values = scale.values.tolist()
+    best = (0, len(probs) - 1)
+    for i in range(len(probs)):
+        total = 0.0
+        for j in range(i, len(probs)):
+            total += probs[j]
+            if total >= mass - 1e-9:
+                if j - i < best[1] - best[0]:
+                    best = (i, j)
+                break
+    return values[best[0]], values[best[1]], float(sum(probs[best[0]: best[1] + 1]))
+
+
+def _expert_band(scale, score: float) -> str | None:
+    """On speechocean762 (no CEFR), the expert band the grader's accuracy is reported in (README, grader.report)."""
+    if scale.name != "speechocean762":
+        return None
+    low, high = next(b for b in BANDS if score < b[1] + 1 or b == BANDS[-1])
+    return f"band {low}–{high}"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def evidence_html(evidence: dict | None) -> str:
@@ -52,8 +106,10 @@ def evidence_html(evidence: dict | None) -> str:
              f'{t["low_confidence_below"]:.0%}.</p>',
              f'<h4>Transcript</h4><p class="transcript">{transcript}</p>',
              "<h4>Fluency</h4>", _measures_table(m, evidence["pauses"])]
+    if "word_scores" in evidence:
+        parts.append(word_scores_html(evidence["word_scores"]))
     if evidence.get("reference"):
-        parts.append(_reference_html(evidence["reference"]))
+        parts.append(_reference_html(evidence["reference"], evidence.get("word_scores")))
     parts.append("</div>")
     return "".join(parts)
 
@@ -86,32 +142,78 @@ def _measures_table(m: dict, pauses: list[dict]) -> str:
     return f'<table class="measures">{body}</table>'
 
 
+WORD_BANDS = ((5.0, "w-poor", "under 5: many phones wrong, or another word"),
+              (8.0, "w-fair", "5 to 8: accented, some phones wrong"),
+              (float("inf"), "w-good", "8 or more: clear"))
+
+
+def word_scores_html(word_scores: dict) -> str:
+    """Each reference word with the grader's predicted accuracy (0-10): colour and underline style by band (so not
+    by colour alone), the figures on hover and for screen readers. Without them, the note says why."""
+    words = word_scores["words"]
+    if not words:
+        return (f'<h4>Word scores</h4><p class="meta word-note">{html.escape(_sentence(word_scores["note"] or ""))}'
+                ".</p>")
+    chips = " ".join(_word_chip(w) for w in words)
+    legend = " · ".join(f'<span class="wscore {cls}">{label}</span>' for _, cls, label in WORD_BANDS)
+    return (f'<h4>Word scores</h4><p class="word-scores">{chips}</p><p class="meta">The grader\'s pronunciation '
+            f"accuracy for each word of the reference text, 0–10 as the experts score words (hover a word for its "
+            f"figures): {legend}. A prediction, like the score: listen before you rely on it.</p>")
+
+
+def _word_chip(w: dict) -> str:
+    score = w.get("accuracy", w.get("total"))
+    figures = ", ".join(f"{k} {v:.1f}" for k, v in w.items() if k != "word" and isinstance(v, int | float))
+    cls = next(c for limit, c, _ in WORD_BANDS if score is not None and score < limit) if score is not None else ""
+    label = html.escape(f'{w["word"]}: {figures} (of 10)')
+    return f'<span class="wscore {cls}" title="{label}" aria-label="{label}" tabindex="0">{html.escape(w["word"])}</span>'
+
+
 OP_LABELS = {"correct": "read as written", "substituted": "heard as another word", "omitted": "left out",
              "inserted": "added"}
 
 
-def _reference_html(reference: dict) -> str:
-    words = []
+def reference_word_scores(reference: dict, word_scores: dict | None) -> list[float | None] | None:
+    """The grader's accuracy for each reference word of the comparison, where both read the same words (the
+    comparison splits hyphenated words and drops punctuation); None otherwise."""
+    if not word_scores or not word_scores["words"]:
+        return None
+    pieces = [(piece, w.get("accuracy")) for w in word_scores["words"] for piece in spoken_words(w["word"])]
+    if [piece for piece, _ in pieces] != [w["reference"] for w in reference["words"] if w["reference"] is not None]:
+        return None
+    return [accuracy for _, accuracy in pieces]
+
+
+def _reference_html(reference: dict, word_scores: dict | None = None) -> str:
+    scores = iter(reference_word_scores(reference, word_scores) or [])
+    words, likely = [], []
     for w in reference["words"]:
+        accuracy = next(scores, None) if w["reference"] is not None else None
         why = "; ".join(w["why"])
         title = OP_LABELS[w["op"]] + (f" ({why})" if why else "")
         if w["phones"]:
             title += f' · phones expected [{w["phones"]["expected"]}], heard [{w["phones"]["heard"]}]'
+        if accuracy is not None:
+            title += f" · the grader's word accuracy {accuracy:.1f}"
         text = html.escape(w["reference"] if w["reference"] is not None else f'+{w["heard"]}')
         if w["op"] == "substituted":
             text += f' <span class="heard">→ {html.escape(w["heard"])}</span>'
         cls = f'op-{w["op"]}' + (" suspect" if w["likely_mispronounced"] else "")
         words.append(f'<span class="{cls}" title="{html.escape(title)}">{text}</span>')
+        if w["likely_mispronounced"]:
+            likely.append((w, accuracy))
     c = reference["counts"]
-    likely = [w for w in reference["words"] if w["likely_mispronounced"]]
     summary = (f'{c["correct"]} read as written · {c["substituted"]} substituted · {c["omitted"]} left out · '
                f'{c["inserted"]} added · <strong>{len(likely)} likely mispronounced</strong> (underlined)')
+    rated = word_scores is not None and bool(word_scores["words"])
     rows = "".join(f'<tr><td>{html.escape(w["reference"])}</td><td>{html.escape(w["heard"] or "")}</td>'
                    f'<td>{html.escape(w["phones"]["expected"]) if w["phones"] else ""}</td>'
                    f'<td>{html.escape(w["phones"]["heard"]) if w["phones"] else ""}</td>'
-                   f'<td>{html.escape("; ".join(w["why"]))}</td></tr>' for w in likely)
-    table = (f'<table class="suspects"><tr><th>word</th><th>Whisper heard</th><th>phones expected</th>'
-             f'<th>phones heard</th><th>why</th></tr>{rows}</table>') if likely else ""
+                   + (f'<td>{"" if a is None else f"{a:.1f}"}</td>' if rated else "")
+                   + f'<td>{html.escape("; ".join(w["why"]))}</td></tr>' for w, a in likely)
+    table = ('<table class="suspects"><tr><th>word</th><th>Whisper heard</th><th>phones expected</th>'
+             '<th>phones heard</th>' + ("<th>grader's accuracy</th>" if rated else "")
+             + f"<th>why</th></tr>{rows}</table>") if likely else ""
     note = f'<p class="meta">{html.escape(reference["phones_note"])}</p>' if reference["phones_note"] else ""
     return (f'<h4>Against the reference text</h4><p class="reference">{" ".join(words)}</p>'
             f'<p class="meta">{summary}</p>{table}{note}')
