@@ -18,6 +18,7 @@ nothing is acknowledged as stored until the app restarts. A damaged file is refu
 import logging
 import math
 import os
+import random
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,7 +33,9 @@ from sqlalchemy.orm import Session, aliased
 from .engine import Synchronous, make_engine, migrate, sqlite_path
 from .errors import DatabaseCorrupt, DatabaseGone, DatabaseUnavailable, StorageError, storage_error
 from .export import history_row, write_history_csv
-from .models import AGREEMENTS, Grade, Override, Response, utcnow
+from .marking import Marking, default_threshold, sampled
+from .models import (AGREEMENTS, MAX_CANDIDATE, MAX_EXAMINER, MAX_FILE_NAME, MAX_PART, MAX_REASON_CODE,
+                     MAX_SESSION_NAME, PHASES, ROLES, SEEN, ExamSession, Grade, Override, Response, utcnow)
 from .outbox import Outbox, outbox_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,16 +43,20 @@ DEFAULT_PATH = REPO / "data" / "grades.db"
 log = logging.getLogger(__name__)
 QUEUED = "your override was kept and will be retried"
 RECORD_FIELDS = ("override_uuid", "grade_id", "examiner", "final_score", "agreement", "reason_code", "comment",
-                 "created_at")
+                 "created_at", "role", "phase", "model_seen", "seen")
+# An outbox line written before marking phases holds only the first eight: a first mark, made with the model in view.
+OLD_RECORD = {"role": "examiner", "phase": "first", "model_seen": True, "seen": None}
 
 
 @dataclass(frozen=True)
 class Receipt:
-    """What became of an override: stored (`id` set), or queued in the outbox (`error` says why, for the UI)."""
+    """What became of an override: stored (`id` set, and the `phase` it was stored in), or queued in the outbox
+    (`error` says why, for the UI; a phase left to storage is decided when it is stored)."""
 
     uuid: str
     id: int | None
     error: StorageError | None = None
+    phase: str | None = None
 
     @property
     def queued(self) -> bool:
@@ -165,18 +172,58 @@ class Database:
         except sa.exc.DatabaseError as error:  # locked, read-only, full, unreachable, damaged
             raise storage_error(error, fate) from error
 
-    def _add(self, row: Response | Grade | Override, fate: str) -> int:
+    def _add(self, row: ExamSession | Response | Grade | Override, fate: str) -> int:
         with self._session(write=True, fate=fate) as session:
             session.add(row)
             session.flush()
             return row.id
 
+    def add_session(self, name: str, *, double_marking: float = 0.0, threshold: float | None = None,
+                    candidates: list[str] | None = None) -> int:
+        """Create an exam session; returns its id. `double_marking`: the share (0-1) of its responses that need a
+        second marker (which ones: marking.sampled); `threshold`: marks further apart than this are adjudicated
+        (None: one class step of the grade's scale, marking.default_threshold); `candidates`: the ids expected."""
+        check_text("session name", name, MAX_SESSION_NAME)
+        if not name.strip():
+            raise ValueError("a session needs a name")
+        if not (isinstance(double_marking, int | float) and 0 <= double_marking <= 1):
+            raise ValueError(f"double_marking must be a share between 0 and 1, not {double_marking!r}")
+        if threshold is not None and not (isinstance(threshold, int | float) and 0 <= threshold < math.inf):
+            raise ValueError(f"threshold must be a score difference of 0 or more, not {threshold!r}")
+        if candidates is not None:
+            if isinstance(candidates, str):
+                raise TypeError("candidates must be a list of candidate ids, not one string")
+            for candidate in candidates:
+                check_text("candidate id", candidate, MAX_CANDIDATE)
+            candidates = list(dict.fromkeys(candidates))
+        with self._session() as session:
+            if session.scalar(sa.select(ExamSession.id).where(ExamSession.name == name)) is not None:
+                raise ValueError(f"there is already a session named {name!r}")
+        return self._add(ExamSession(name=name, double_marking=float(double_marking), threshold=threshold,
+                                     candidates=candidates), "the session was not saved")
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """Every exam session, newest first, each with how many responses it holds."""
+        count = (sa.select(sa.func.count(Response.id)).where(Response.session_id == ExamSession.id)
+                 .scalar_subquery())
+        with self._session() as session:
+            rows = session.execute(sa.select(ExamSession, count).order_by(ExamSession.created_at.desc(),
+                                                                          ExamSession.id.desc()))
+            return [as_dict(s) | {"responses": n} for s, n in rows]
+
     def add_response(self, *, audio_sha256: str, duration_s: float, part: str | None = None,
                      candidate_id: str | None = None, prompt_text: str | None = None,
-                     audio_path: str | None = None) -> int:
-        """Store one recording's metadata (its audio only as a path, where retention keeps it); returns its id."""
+                     audio_path: str | None = None, session_id: int | None = None,
+                     file_name: str | None = None) -> int:
+        """Store one recording's metadata (its audio only as a path, where retention keeps it), in an exam session
+        if given, with the uploaded file's name; returns its id. Text longer than its column is refused here, alike
+        on every backend."""
+        for name, value, limit in (("task part", part, MAX_PART), ("candidate id", candidate_id, MAX_CANDIDATE),
+                                   ("file name", file_name, MAX_FILE_NAME)):
+            check_text(name, value, limit)
         return self._add(Response(audio_sha256=audio_sha256, duration_s=duration_s, part=part,
-                                  candidate_id=candidate_id, prompt_text=prompt_text, audio_path=audio_path),
+                                  candidate_id=candidate_id, prompt_text=prompt_text, audio_path=audio_path,
+                                  session_id=session_id, file_name=file_name),
                          "the response was not saved")
 
     def add_grade(self, response_id: int, *, checkpoint_id: str, scale_name: str, scores: dict[str, dict[str, Any]],
@@ -202,15 +249,26 @@ class Database:
                 raise ValueError(f"no grade {grade_id}")
             grade.evidence = evidence
 
-    def add_override(self, grade_id: int, *, examiner: str, final_score: float, agreement: str,
-                     reason_code: str | None = None, comment: str | None = None) -> Receipt:
-        """Record an examiner's decision on a grade, as a new row (append-only). Committed before it returns; if the
+    def add_override(self, grade_id: int, *, examiner: str, final_score: float, agreement: str | None,
+                     reason_code: str | None = None, comment: str | None = None, role: str = "examiner",
+                     phase: str | None = None, model_seen: bool | None = None,
+                     seen: list[str] | None = None) -> Receipt:
+        """Record an examiner's mark of a grade, as a new row (append-only). Committed before it returns; if the
         database cannot take it, it is queued in the outbox (fsync'd) and the receipt says so. Raises ValueError (or
-        TypeError) for invalid input, and StorageError only when the override could be neither stored nor queued."""
+        TypeError) for invalid input, and StorageError only when the mark could be neither stored nor queued.
+
+        `role`: the examiner's (from the auth file). `phase`: the one review() offered, stored as given (a mark
+        entered as a second mark stays one, even if another second mark arrived first), refused where it breaks
+        independence (marking.Marking.check); None: decided when stored, from the marks then stored
+        (Marking.phase_for). `seen`: what was on screen before the mark (models.SEEN), in the order shown;
+        `model_seen` defaults to whether "model" is in it (True when neither is given). `agreement` (with the
+        model) is None where the model was not seen."""
         record = override_record(grade_id, examiner=examiner, final_score=final_score, agreement=agreement,
-                                 reason_code=reason_code, comment=comment)
+                                 reason_code=reason_code, comment=comment, role=role, phase=phase,
+                                 model_seen=model_seen, seen=seen)
         try:
-            receipt = Receipt(record["override_uuid"], self._store_override(record))
+            id, phase = self._store_override(record, check=True)
+            receipt = Receipt(record["override_uuid"], id, phase=phase)
         except StorageError as error:
             if self.outbox is None:
                 raise type(error)("your override was NOT saved: please try again") from error
@@ -219,7 +277,7 @@ class Database:
             except OSError as outbox_error:
                 raise type(error)(f"your override was NOT saved, and could not be queued either ({outbox_error}): "
                                   "please try again") from outbox_error
-            return Receipt(record["override_uuid"], None, error)
+            return Receipt(record["override_uuid"], None, error, record["phase"])
         if self.outbox:
             try:
                 self.flush_outbox()  # the database takes writes again: send what waited
@@ -227,17 +285,43 @@ class Database:
                 log.warning("outbox not flushed after override %s: %s", receipt.uuid, type(flush_error).__name__)
         return receipt
 
-    def _store_override(self, record: dict[str, Any]) -> int:
-        """Insert a validated override record; returns its id, also when it was stored before (a replay)."""
-        row = Override(**record | {"created_at": datetime.fromisoformat(record["created_at"])})
+    def _store_override(self, record: dict[str, Any], check: bool = False) -> tuple[int, str]:
+        """Insert a validated override record, deciding its phase if it has none, in one transaction (so on SQLite
+        no other mark slips in between); returns its id and phase, also when it was stored before (a replay).
+        `check`: refuse a given phase that breaks independence (a live mark; a replay is stored as it was made)."""
+        row = Override(**OLD_RECORD | record | {"created_at": datetime.fromisoformat(record["created_at"])})
         try:
-            return self._add(row, QUEUED)
+            with self._session(write=True, fate=QUEUED) as session:
+                if row.phase is None or check:
+                    marking = self._marking(session, row.grade_id)
+                    row.phase = row.phase or marking.phase_for(row.examiner, row.role)
+                    if check:
+                        marking.check(row.examiner, row.role, row.phase)
+                session.add(row)
+                session.flush()
+                return row.id, row.phase
         except ValueError:
             with self._session() as session:
-                stored = session.scalar(sa.select(Override.id).where(Override.override_uuid == row.override_uuid))
+                stored = session.execute(sa.select(Override.id, Override.phase)
+                                         .where(Override.override_uuid == row.override_uuid)).first()
             if stored is None:
                 raise
-            return stored
+            return tuple(stored)
+
+    def _marking(self, session: Session, grade_id: int) -> Marking:
+        """A grade's marking state (its marks, its session's sample and threshold); ValueError for no grade."""
+        row = session.execute(sa.select(Grade.scale_name, Response.id, ExamSession)
+                              .join(Response, Response.id == Grade.response_id)
+                              .outerjoin(ExamSession, ExamSession.id == Response.session_id)
+                              .where(Grade.id == grade_id)).first()
+        if row is None:
+            raise ValueError(f"no grade {grade_id}")
+        # Each examiner's newest mark in each phase is all the rules read (who marked in which phase, the mark in
+        # force): a write then reads a handful of rows, however often one grade was marked.
+        ranked = latest_overrides(Override.examiner, Override.phase, where=(Override.grade_id == grade_id,))
+        mark = aliased(Override, ranked)
+        marks = session.scalars(sa.select(mark).where(ranked.c.rank == 1).order_by(mark.created_at, mark.id))
+        return marking_of(*row, [as_dict(m) for m in marks])
 
     def flush_outbox(self) -> int:
         """Replay queued overrides, oldest first; returns how many left the queue (stored now, or found stored by
@@ -269,18 +353,89 @@ class Database:
             return as_dict(grade) | {"response": as_dict(session.get_one(Response, grade.response_id)),
                                      "overrides": [as_dict(o) for o in overrides]}
 
+    def work_queue(self, examiner: str, role: str = "examiner", *, session_id: int | None = None,
+                   candidate: str | None = None, part: str | None = None, phase: str | None = None,
+                   shuffle_seed: int | None = None) -> list[dict[str, Any]]:
+        """The responses awaiting this examiner's mark (marking.Marking.awaited: first marks nobody has given,
+        second marks their session's sample needs, never from the first marker; for adjudicators and admins also
+        the disagreements to adjudicate), oldest first, or shuffled by `shuffle_seed` (the same seed, the same
+        order). Each row: grade_id, response_id, file_name, candidate_id, part, session_id, session, scorable,
+        graded_at and the phase awaited. Filters: a session, a candidate, a task part, a phase."""
+        check_role(role)
+        where = [column == value for column, value in ((Response.session_id, session_id),
+                                                      (Response.candidate_id, candidate), (Response.part, part))
+                 if value is not None]
+        grades = (sa.select(Grade, Response, ExamSession).join(Response, Response.id == Grade.response_id)
+                  .outerjoin(ExamSession, ExamSession.id == Response.session_id).where(*where)
+                  .order_by(Grade.created_at, Grade.id)
+                  .options(*(sa.orm.defer(c) for c in (Grade.scores, Grade.gate_measures, Grade.evidence))))
+        marks = (sa.select(Override).join(Grade, Grade.id == Override.grade_id)
+                 .join(Response, Response.id == Grade.response_id).where(*where)
+                 .order_by(Override.created_at, Override.id))
+        with self._session() as session:
+            by_grade: dict[int, list[dict[str, Any]]] = {}
+            for mark in session.scalars(marks):
+                by_grade.setdefault(mark.grade_id, []).append(as_dict(mark))
+            queue = []
+            for grade, response, exam in session.execute(grades):
+                awaited = marking_of(grade.scale_name, response.id, exam, by_grade.get(grade.id, [])).awaited(
+                    examiner, role)
+                if awaited and phase in (None, awaited):
+                    queue.append({"grade_id": grade.id, "response_id": response.id, "file_name": response.file_name,
+                                  "candidate_id": response.candidate_id, "part": response.part,
+                                  "session_id": response.session_id, "session": exam and exam.name,
+                                  "scorable": grade.scorable, "graded_at": grade.created_at, "phase": awaited})
+        if shuffle_seed is not None:
+            random.Random(shuffle_seed).shuffle(queue)
+        return queue
+
+    def review(self, grade_id: int, *, examiner: str, role: str = "examiner",
+               blind: bool = False) -> dict[str, Any] | None:
+        """What this examiner, in this role, may see of a grade before marking it (None: no such grade): `grade`
+        (scores and evidence emptied while `model_visible` is false: under `blind` marking until they have marked,
+        marking.Marking.model_visible), `response`, `session`, the `marks` they may see (Marking.visible; how many
+        are hidden: `hidden_marks`), the `phase` their mark would be in, `awaited` (the phase in which their mark
+        is awaited, or None), and the `final` mark (final_mark) when they may see every mark, else None."""
+        check_role(role)
+        with self._session() as session:
+            grade = session.get(Grade, grade_id)
+            if grade is None:
+                return None
+            response = session.get_one(Response, grade.response_id)
+            exam = session.get(ExamSession, response.session_id) if response.session_id else None
+            marks = [as_dict(m) for m in session.scalars(sa.select(Override).where(Override.grade_id == grade_id)
+                                                         .order_by(Override.created_at, Override.id))]
+            shown = as_dict(grade)
+        marking = marking_of(grade.scale_name, response.id, exam, marks)
+        model_visible = marking.model_visible(examiner, role, blind)
+        if not model_visible:
+            shown |= {"scores": {}, "regression": None, "soft": None, "hard": None, "evidence": None}
+        visible = marking.visible(examiner, role)
+        return {"grade": shown, "response": as_dict(response), "session": exam and as_dict(exam),
+                "model_visible": model_visible, "marks": visible, "hidden_marks": len(marks) - len(visible),
+                "phase": marking.phase_for(examiner, role), "awaited": marking.awaited(examiner, role),
+                "final": marking.final() if len(visible) == len(marks) else None}
+
+    def final_mark(self, grade_id: int) -> dict[str, Any]:
+        """The mark in force on a grade, by the rule in storage.marking: {"score" (None: unmarked or awaiting
+        adjudication), "status", "marks" (the ids the score rests on)}. ValueError for no such grade."""
+        with self._session() as session:
+            return self._marking(session, grade_id).final()
+
     def history(self, *, examiner: str | None = None, part: str | None = None, candidate: str | None = None,
-                since: datetime | None = None, until: datetime | None = None,
+                session_id: int | None = None, since: datetime | None = None, until: datetime | None = None,
                 limit: int | None = 500) -> list[dict[str, Any]]:
         """Graded responses, newest first, each with the override now in force (the newest; None if none), in one
-        query. With `examiner`, only grades that examiner overrode, with their latest override."""
+        query. With `examiner`, only grades that examiner overrode, with their latest override; with `session_id`,
+        one exam session's."""
         latest = latest_overrides(Override.grade_id, where=(Override.examiner == examiner,) if examiner else ())
         o = aliased(Override, latest)
         query = (sa.select(Response, Grade, o).join(Grade, Grade.response_id == Response.id)
                  .join(o, sa.and_(o.grade_id == Grade.id, latest.c.rank == 1), isouter=examiner is None)
                  .order_by(Grade.created_at.desc(), Grade.id.desc()).limit(limit)
                  .options(*(sa.orm.defer(c) for c in (Grade.scores, Grade.gate_measures))))
-        for column, value in ((Response.part, part), (Response.candidate_id, candidate)):
+        for column, value in ((Response.part, part), (Response.candidate_id, candidate),
+                              (Response.session_id, session_id)):
             if value is not None:
                 query = query.where(column == value)
         if since is not None:
@@ -307,29 +462,65 @@ class Database:
             return [dict(row) for row in session.execute(query).mappings()]
 
 
-def override_record(grade_id: int, *, examiner: str, final_score: float, agreement: str, reason_code: str | None,
-                    comment: str | None) -> dict[str, Any]:
+def override_record(grade_id: int, *, examiner: str, final_score: float, agreement: str | None,
+                    reason_code: str | None, comment: str | None, role: str = "examiner", phase: str | None = None,
+                    model_seen: bool | None = None, seen: list[str] | None = None) -> dict[str, Any]:
     """A validated override as JSON-ready values, with its UUID and time fixed now, before any write attempt."""
-    if agreement not in AGREEMENTS:
-        raise ValueError(f"agreement must be one of {', '.join(AGREEMENTS)}, not {agreement!r}")
+    if agreement not in (None, *AGREEMENTS):
+        raise ValueError(f"agreement must be one of {', '.join(AGREEMENTS)} or none, not {agreement!r}")
     if not math.isfinite(final_score):
         raise ValueError(f"final_score must be a finite number, not {final_score}")
     if not isinstance(examiner, str) or not examiner.strip():
         raise ValueError("examiner must be a non-empty name")
-    for name, value, limit in (("examiner", examiner, 128), ("reason_code", reason_code, 64), ("comment", comment, 0)):
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            raise TypeError(f"{name} must be text, not {type(value).__name__}")
-        if limit and len(value) > limit:
-            raise ValueError(f"{name} is longer than {limit} characters")
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            raise ValueError(f"{name} holds characters that are not valid Unicode text") from None
+    for name, value, limit in (("examiner", examiner, MAX_EXAMINER), ("reason_code", reason_code, MAX_REASON_CODE),
+                               ("comment", comment, None)):
+        check_text(name, value, limit)
+    check_role(role)
+    if phase not in (None, *PHASES):
+        raise ValueError(f"phase must be one of {', '.join(PHASES)} or none, not {phase!r}")
+    if seen is not None:
+        if not isinstance(seen, list | tuple) or not set(seen) <= set(SEEN) or len(set(seen)) != len(seen):
+            raise ValueError(f"seen must list, in order and once each, some of {', '.join(SEEN)}")
+        if model_seen is not None and model_seen != ("model" in seen):
+            raise ValueError("model_seen must say whether 'model' is in seen")
+        model_seen = "model" in seen
+    if model_seen is None:
+        model_seen = True
+    if type(model_seen) is not bool:
+        raise TypeError(f"model_seen must be true or false, not {model_seen!r}")
+    if agreement is not None and not model_seen:
+        raise ValueError("an agreement with the model needs the model seen: leave it out of a blind mark")
     return {"override_uuid": str(uuid.uuid4()), "grade_id": int(grade_id), "examiner": examiner,
             "final_score": float(final_score), "agreement": agreement, "reason_code": reason_code, "comment": comment,
-            "created_at": utcnow().isoformat()}
+            "created_at": utcnow().isoformat(), "role": role, "phase": phase, "model_seen": model_seen,
+            "seen": None if seen is None else list(seen)}
+
+
+def check_role(role: str) -> None:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+
+
+def check_text(name: str, value: str | None, limit: int | None) -> None:
+    """Text for a column: None, or a str of at most `limit` characters (None: any length) that encodes as UTF-8."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be text, not {type(value).__name__}")
+    if limit is not None and len(value) > limit:
+        raise ValueError(f"the {name} is {len(value):,} characters long; at most {limit:,} are kept")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} holds characters that are not valid Unicode text") from None
+
+
+def marking_of(scale_name: str, response_id: int, session: ExamSession | None,
+               marks: list[dict[str, Any]]) -> Marking:
+    """The marking state of a grade from its scale, response, session and marks (oldest first)."""
+    double = bool(session and session.double_marking and sampled(session.id, response_id, session.double_marking))
+    threshold = session.threshold if session and session.threshold is not None else default_threshold(scale_name)
+    return Marking(marks, double, threshold)
 
 
 def check_record(record: Any) -> None:
@@ -337,10 +528,12 @@ def check_record(record: Any) -> None:
     (an examiner's text), since it goes to the log."""
     if not isinstance(record, dict):
         raise TypeError("not a JSON object")
-    if missing := [f for f in RECORD_FIELDS if f not in record]:
+    if missing := [f for f in RECORD_FIELDS if f not in record and f not in OLD_RECORD]:
         raise ValueError(f"no {', '.join(missing)}")
-    if len(record) != len(RECORD_FIELDS):
-        raise ValueError(f"{len(record) - len(RECORD_FIELDS)} unknown field(s)")
+    if unknown := set(record) - set(RECORD_FIELDS):
+        raise ValueError(f"{len(unknown)} unknown field(s)")
+    if set(OLD_RECORD) & set(record) and not set(OLD_RECORD) <= set(record):
+        raise ValueError(f"no {', '.join(sorted(set(OLD_RECORD) - set(record)))}")
     checks = {"override_uuid": lambda v: str(uuid.UUID(v)) == v, "grade_id": lambda v: type(v) is int and v > 0,
               "created_at": lambda v: datetime.fromisoformat(v).tzinfo is not None}
     for name, valid in checks.items():
@@ -351,9 +544,11 @@ def check_record(record: Any) -> None:
         if not ok:
             raise ValueError(f"invalid {name}")
     try:
-        override_record(record["grade_id"], **{k: record[k] for k in RECORD_FIELDS[2:7]})
+        override_record(record["grade_id"], **{k: record[k] for k in RECORD_FIELDS[2:7]},
+                        **{k: record[k] for k in OLD_RECORD if k in record})
     except (TypeError, ValueError):
-        raise ValueError("invalid examiner, final_score, agreement, reason_code or comment") from None
+        raise ValueError("invalid examiner, final_score, agreement, reason_code, comment, role, phase, model_seen "
+                         "or seen") from None
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -2,6 +2,8 @@
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,18 +54,38 @@ def make_engine(url: str, busy_timeout_s: float = 10.0, synchronous: Synchronous
     return engine
 
 
-def migrate(engine: sa.Engine) -> None:
-    """`alembic upgrade head`, skipped without taking the write lock when the schema is current (a read-only
-    database at head opens fine)."""
+def migrate(engine: sa.Engine, revision: str = "head", downgrade: bool = False) -> None:
+    """`alembic upgrade head` (or to/down to `revision`), skipped without taking the write lock when the schema is
+    current (a read-only database at head opens fine)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    head = ScriptDirectory.from_config(config).get_current_head()
+    target = ScriptDirectory.from_config(config).get_revision(revision).revision
     with engine.connect() as connection:
-        if MigrationContext.configure(connection).get_current_revision() == head:
+        if MigrationContext.configure(connection).get_current_revision() == target:
             return
-    with engine.execution_options(write=True).begin() as connection:
+    with migrating(engine) as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        (command.downgrade if downgrade else command.upgrade)(config, revision)
+
+
+@contextmanager
+def migrating(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A write transaction for a migration. On SQLite, foreign keys are off while it runs (a batch migration copies
+    a table, drops the original and renames the copy: with them on, dropping a table others refer to fails) and
+    checked before it commits."""
+    with engine.connect() as connection:
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:  # before BEGIN: inside a transaction the pragma does nothing
+            connection.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with connection.execution_options(write=True).begin():
+                yield connection
+                if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").all()):
+                    raise RuntimeError(f"the migration would leave {len(broken)} broken reference(s), first: "
+                                       f"{broken[0]}; nothing was changed")
+        finally:
+            if sqlite:
+                connection.connection.dbapi_connection.execute("PRAGMA foreign_keys = ON")
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -109,7 +109,7 @@ def test_overrides_are_append_only_and_history_shows_the_latest(db, tmp_path):
 def test_foreign_keys_and_invalid_input_are_refused(db):
     with pytest.raises(ValueError, match="FOREIGN KEY"):
         db.add_grade(12345, checkpoint_id="ck", scale_name="ielts", scores=SCORES, scorable=True, latency_s=0.1)
-    with pytest.raises(ValueError, match="FOREIGN KEY"):
+    with pytest.raises(ValueError, match="no grade 12345"):
         db.add_override(12345, examiner="alice", final_score=7.0, agreement="agree")
     grade_id = add_graded(db)
     good = {"examiner": "alice", "final_score": 7.0, "agreement": "agree"}
@@ -126,7 +126,8 @@ def test_migration_matches_models_and_connections_are_configured(db):
         pragmas = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
                    for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")}
         assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000, "synchronous": 2}  # FULL
-        assert set(sa.inspect(connection).get_table_names()) == {"alembic_version", "responses", "grades", "overrides"}
+        assert set(sa.inspect(connection).get_table_names()) == {"alembic_version", "sessions", "responses", "grades",
+                                                                 "overrides"}
 
 
 def write_overrides(url: str, n: int) -> list[tuple[str, int | None]]:
@@ -344,3 +345,177 @@ def test_storage_error_messages():
     assert str(DatabaseLocked("your override was kept and will be retried")) == (
         "the database is locked by another process; your override was kept and will be retried")
     assert issubclass(DatabaseFull, StorageError) and str(DatabaseUnavailable(detail="x")).endswith("(x)")
+
+
+# ---- marking: sessions, phases, work queue, review, final mark ----------------------------------------------------
+
+def add_response_graded(db: Database, session_id: int | None = None, candidate: str = "cand-1",
+                        file_name: str | None = None, scorable: bool = True) -> int:
+    response_id = db.add_response(audio_sha256="cd" * 32, duration_s=4.0, part="read", candidate_id=candidate,
+                                  session_id=session_id, file_name=file_name)
+    return db.add_grade(response_id, checkpoint_id="ck", scale_name="speechocean762",
+                        scores=SCORES if scorable else {}, scorable=scorable, latency_s=0.1)
+
+
+def test_sessions_and_response_fields(db):
+    may = db.add_session("May 2026", double_marking=0.25, candidates=["c1", "c2", "c1"])
+    june = db.add_session("June 2026", threshold=2.0)
+    for bad in ({"name": "May 2026"}, {"name": " "}, {"name": "x" * 129}, {"name": "s", "double_marking": 1.5},
+                {"name": "s", "double_marking": math.nan}, {"name": "s", "threshold": -1},
+                {"name": "s", "candidates": "c1"}):
+        with pytest.raises((ValueError, TypeError)):
+            db.add_session(**bad)
+    a = add_response_graded(db, may, "c1", "c1-part1.flac")
+    add_response_graded(db, may, "c2", "c2-part1.flac")
+    add_response_graded(db)
+    sessions = {s["name"]: s for s in db.sessions()}
+    assert [s["name"] for s in db.sessions()] == ["June 2026", "May 2026"]  # newest first
+    assert (sessions["May 2026"]["id"], sessions["May 2026"]["double_marking"], sessions["May 2026"]["threshold"],
+            sessions["May 2026"]["candidates"], sessions["May 2026"]["responses"]) == (may, 0.25, None, ["c1", "c2"], 2)
+    assert (sessions["June 2026"]["id"], sessions["June 2026"]["threshold"], sessions["June 2026"]["responses"]) == (
+        june, 2.0, 0)
+    assert db.grade(a)["response"]["file_name"] == "c1-part1.flac" and db.grade(a)["response"]["session_id"] == may
+    assert [r["candidate_id"] for r in db.history(session_id=may)] == ["c2", "c1"]
+    # The columns' widths are the limits: a 64-character task part is kept, a 65-character one refused, alike on
+    # every backend (PostgreSQL would refuse it at the column, SQLite would not).
+    db.add_response(audio_sha256="ef" * 32, duration_s=1.0, part="p" * 64)
+    for field, limit in (("part", 64), ("candidate_id", 128), ("file_name", 255)):
+        with pytest.raises(ValueError, match=f"characters long; at most {limit} are kept"):
+            db.add_response(audio_sha256="ef" * 32, duration_s=1.0, **{field: "x" * (limit + 1)})
+
+
+def test_double_marking_sample_is_deterministic():
+    from storage.marking import sampled
+
+    taken = [sampled(7, response, 0.3) for response in range(4000)]
+    assert taken == [sampled(7, response, 0.3) for response in range(4000)]  # every instance, every time
+    assert 0.27 < sum(taken) / len(taken) < 0.33
+    assert taken != [sampled(8, response, 0.3) for response in range(4000)]  # another session, another sample
+    assert not any(sampled(7, r, 0.0) for r in range(500)) and all(sampled(7, r, 1.0) for r in range(500))
+
+
+def test_double_marking_and_adjudication(db):
+    session = db.add_session("May", double_marking=1.0)  # every response double-marked; threshold: one class step
+    g1, g2, g3 = (add_response_graded(db, session, f"c{i}", f"c{i}.flac") for i in (1, 2, 3))
+    queue = db.work_queue("alice", "examiner", session_id=session)
+    assert [(r["grade_id"], r["phase"], r["file_name"], r["session"]) for r in queue] == [
+        (g1, "first", "c1.flac", "May"), (g2, "first", "c2.flac", "May"), (g3, "first", "c3.flac", "May")]
+
+    first = db.add_override(g1, examiner="alice", final_score=6.0, agreement="partly")  # phase decided: first
+    assert first.phase == "first" and db.final_mark(g1) == {"score": 6.0, "status": "awaiting second mark",
+                                                           "marks": [first.id]}
+    assert [r["grade_id"] for r in db.work_queue("alice", "examiner")] == [g2, g3]  # never her own second marker
+    assert [(r["grade_id"], r["phase"]) for r in db.work_queue("bob", "examiner")] == [
+        (g1, "second"), (g2, "first"), (g3, "first")]
+
+    view = db.review(g1, examiner="bob", role="examiner", blind=True)  # the second marker sees neither
+    assert (view["phase"], view["awaited"], view["marks"], view["hidden_marks"], view["final"]) == (
+        "second", "second", [], 1, None)
+    assert not view["model_visible"] and view["grade"]["scores"] == {} and view["grade"]["soft"] is None
+    assert db.review(g1, examiner="bob", role="examiner")["model_visible"]  # not blind: the UI shows the model
+    with pytest.raises(ValueError, match="agreement with the model needs the model seen"):
+        db.add_override(g1, examiner="bob", final_score=8.0, agreement="agree", seen=["audio"])
+    second = db.add_override(g1, examiner="bob", final_score=8.0, agreement=None, phase=view["phase"],
+                             seen=["audio"])
+    assert db.review(g1, examiner="bob", role="examiner", blind=True)["model_visible"]  # revealed once marked
+    [stored] = [m for m in db.grade(g1)["overrides"] if m["id"] == second.id]
+    assert (stored["phase"], stored["role"], stored["model_seen"], stored["seen"], stored["agreement"]) == (
+        "second", "examiner", False, ["audio"], None)
+
+    # 6 and 8 are two classes apart: adjudication, by an adjudicator who gave neither mark
+    assert db.final_mark(g1) == {"score": None, "status": "awaiting adjudication", "marks": []}
+    assert db.work_queue("bob", "examiner", phase="adjudication") == []
+    assert [(r["grade_id"], r["phase"]) for r in db.work_queue("carol", "adjudicator", phase="adjudication")] == [
+        (g1, "adjudication")]
+    assert db.work_queue("alice", "admin", phase="adjudication") == []  # she gave the first mark
+    with pytest.raises(ValueError, match="only an adjudicator or admin adjudicates"):
+        db.add_override(g1, examiner="dave", final_score=7.0, agreement="agree", phase="adjudication")
+    staff_view = db.review(g1, examiner="carol", role="adjudicator", blind=True)
+    assert staff_view["model_visible"] and len(staff_view["marks"]) == 2 and staff_view["phase"] == "adjudication"
+    assert staff_view["final"]["status"] == "awaiting adjudication"
+    adjudicated = db.add_override(g1, examiner="carol", final_score=7.0, agreement="agree", role="adjudicator")
+    assert adjudicated.phase == "adjudication"
+    assert db.final_mark(g1) == {"score": 7.0, "status": "adjudicated", "marks": [adjudicated.id]}
+    assert db.work_queue("carol", "adjudicator", phase="adjudication") == []
+    assert len(db.review(g1, examiner="bob", role="examiner")["marks"]) == 3  # all done: every mark shown
+
+    # one class step apart: agreed, the mean of the two is final
+    a = db.add_override(g2, examiner="alice", final_score=6.0, agreement="agree")
+    with pytest.raises(ValueError, match="already marked this response in another phase"):
+        db.add_override(g2, examiner="alice", final_score=6.0, agreement="agree", phase="second")
+    b = db.add_override(g2, examiner="bob", final_score=7.0, agreement="agree")
+    assert b.phase == "second" and db.final_mark(g2) == {"score": 6.5, "status": "agreed", "marks": [a.id, b.id]}
+    correction = db.add_override(g2, examiner="bob", final_score=8.0, agreement="agree")  # stays a second mark
+    assert correction.phase == "second" and db.final_mark(g2)["status"] == "awaiting adjudication"
+
+    assert db.final_mark(g3) == {"score": None, "status": "unmarked", "marks": []}
+    with pytest.raises(ValueError, match="no grade"):
+        db.final_mark(g3 + 100)
+    with pytest.raises(ValueError, match="role must be one of"):
+        db.work_queue("alice", "boss")
+
+
+def test_work_queue_filters_shuffle_and_single_marking(db):
+    session = db.add_session("single")  # double_marking 0: one mark each
+    grades = [add_response_graded(db, session, f"c{i % 3}") for i in range(12)]
+    other = add_response_graded(db)  # outside any session
+    assert [r["grade_id"] for r in db.work_queue("alice", session_id=session)] == grades
+    assert [r["grade_id"] for r in db.work_queue("alice", candidate="c1")] == grades[1::3]
+    assert db.work_queue("alice", part="no such part") == []
+    shuffled = [r["grade_id"] for r in db.work_queue("alice", session_id=session, shuffle_seed=3)]
+    assert shuffled == [r["grade_id"] for r in db.work_queue("alice", session_id=session, shuffle_seed=3)]
+    assert shuffled != grades and sorted(shuffled) == grades
+
+    mark = db.add_override(grades[0], examiner="alice", final_score=5.0, agreement="agree")
+    assert db.final_mark(grades[0]) == {"score": 5.0, "status": "marked", "marks": [mark.id]}
+    assert grades[0] not in [r["grade_id"] for r in db.work_queue("bob")]  # single-marked: done
+    assert db.review(grades[0], examiner="bob", role="examiner")["marks"][0]["id"] == mark.id  # done: visible
+    # An admin marking a response others have marked overrules it; an examiner's is one more first mark.
+    assert db.add_override(grades[0], examiner="bob", final_score=6.0, agreement="agree").phase == "first"
+    assert db.final_mark(grades[0])["score"] == 6.0
+    assert db.add_override(grades[0], examiner="root", final_score=4.0, agreement="agree", role="admin").phase == (
+        "adjudication")
+    assert db.final_mark(grades[0]) == {"score": 4.0, "status": "adjudicated", "marks": [db.grade(grades[0])[
+        "overrides"][-1]["id"]]}
+    assert other in [r["grade_id"] for r in db.work_queue("alice")]
+    assert db.review(other + 100, examiner="alice") is None
+
+
+def test_queued_marks_of_either_shape_replay(tmp_path):
+    """A mark queued while the database is locked keeps its role, phase and what was seen, and its phase (left to
+    storage) is decided when it is stored; a line written by the app before marking phases still replays, as the
+    first mark it was."""
+    path = tmp_path / "grades.db"
+    with Database.open(path) as db:
+        session = db.add_session("S", double_marking=1.0)
+        grade_id = add_response_graded(db, session)
+        db.add_override(grade_id, examiner="alice", final_score=6.0, agreement="agree")
+    db = Database.open(path, busy_timeout_s=0.05)
+    locker = lock(path)
+    receipt = db.add_override(grade_id, examiner="bob", final_score=7.0, agreement=None, seen=["audio", "marks"],
+                              role="adjudicator")
+    assert receipt.queued and receipt.phase is None
+    old_line = {"override_uuid": "00000000-0000-4000-8000-000000000001", "grade_id": grade_id, "examiner": "eve",
+                "final_score": 5.0, "agreement": "partly", "reason_code": None, "comment": None,
+                "created_at": datetime.now(UTC).isoformat()}
+    db.outbox.append(old_line)
+    assert [r["override_uuid"] for r in db.outbox.read()] == [receipt.uuid, old_line["override_uuid"]]
+    locker.rollback()
+    assert db.flush_outbox() == 2 and not db.outbox
+    marks = {m["override_uuid"]: m for m in db.grade(grade_id)["overrides"]}
+    bob, eve = marks[receipt.uuid], marks[old_line["override_uuid"]]
+    assert (bob["phase"], bob["role"], bob["model_seen"], bob["seen"]) == ("second", "adjudicator", False,
+                                                                           ["audio", "marks"])
+    assert (eve["phase"], eve["role"], eve["model_seen"], eve["seen"], eve["agreement"]) == (
+        "first", "examiner", True, None, "partly")
+    db.close()
+
+
+@pytest.mark.parametrize("bad", [{"role": "boss"}, {"phase": "third"}, {"seen": ["audio", "audio"]},
+                                 {"seen": ["score"]}, {"seen": ["audio"], "model_seen": True},
+                                 {"model_seen": "yes"}, {"agreement": "agree", "model_seen": False}])
+def test_invalid_marks_are_refused(db, bad):
+    grade_id = add_graded(db)
+    with pytest.raises((ValueError, TypeError)):
+        db.add_override(grade_id, examiner="alice", final_score=5.0, **{"agreement": None} | bad)
+    assert count_overrides(db) == 0 and not db.outbox

@@ -9,6 +9,7 @@ from grader.audio import AudioLimits
 from grader.audio import GateConfig
 from grader.inference import PRECISIONS
 from storage.engine import sqlite_path
+from storage.models import ROLES
 from storage.outbox import outbox_path
 
 RETENTION = ("discard", "keep")
@@ -34,8 +35,10 @@ class AppConfig:
     host: str | None = field(default=None, metadata={"help": "address to listen on; default: $GRADIO_SERVER_NAME "
                                                              "or 127.0.0.1"})
     port: int | None = field(default=None, metadata={"help": "port; default: $GRADIO_SERVER_PORT or 7860"})
-    auth_file: str | None = field(default=None, metadata={"help": "file of user:password lines; turns login on "
-                                                                  "(also $GRADER_AUTH='user:pw,user2:pw2')"})
+    auth_file: str | None = field(default=None, metadata={"help": "file of user:password or user:password:role lines "
+                                                                  "(role: examiner, the default; adjudicator; admin); "
+                                                                  "turns login on (also $GRADER_AUTH='user:pw,"
+                                                                  "user2:pw2:adjudicator')"})
     share: bool = field(default=False, metadata={"help": "open a public gradio.live link"})
     retention: str = field(default="discard", metadata={"help": "uploaded audio: 'discard' keeps only its SHA-256 "
                                                                 "and metadata; 'keep' also stores the file in "
@@ -102,19 +105,39 @@ class AppConfig:
         return GateConfig(max_seconds=self.max_seconds)
 
 
-def read_users(config: AppConfig) -> dict[str, str]:
-    """Examiner logins from --auth-file (user:password per line, # comments) and $GRADER_AUTH; empty: no login."""
+def read_accounts(config: AppConfig) -> dict[str, tuple[str, str]]:
+    """{user: (password, role)} from --auth-file (one `user:password` or `user:password:role` a line, # comments)
+    and $GRADER_AUTH ('user:pw,user2:pw2:adjudicator'); empty: no login. The role (storage.ROLES: examiner, the
+    default; adjudicator; admin) follows the last colon once there are two; a password holding a colon then needs
+    its role written out (`user:pa:ss:examiner`)."""
     entries = os.environ.get("GRADER_AUTH", "").split(",")
     if config.auth_file:
         entries += Path(config.auth_file).read_text().splitlines()
-    users = {}
+    accounts = {}
     for entry in (e.strip() for e in entries):
         if entry and not entry.startswith("#"):
             user, sep, password = entry.partition(":")
+            role = "examiner"
+            if password.count(":"):
+                password, _, role = password.rpartition(":")
+                if role not in ROLES:
+                    raise ValueError(f"auth entry for {user.strip()!r}: unknown role {role!r} (roles: "
+                                     f"{', '.join(ROLES)}; a password with ':' must end with its role, e.g. "
+                                     "user:pa:ss:examiner)")
             if not (sep and user.strip() and password):
-                raise ValueError(f"auth entries must be user:password, got {user.strip()!r}:…")
-            users[user.strip()] = password
-    return users
+                raise ValueError(f"auth entries must be user:password or user:password:role, got {user.strip()!r}:…")
+            accounts[user.strip()] = (password, role)
+    return accounts
+
+
+def read_users(config: AppConfig) -> dict[str, str]:
+    """{user: password} (read_accounts), for check_login."""
+    return {user: password for user, (password, _) in read_accounts(config).items()}
+
+
+def roles(config: AppConfig) -> dict[str, str]:
+    """{user: role} (read_accounts); without login everybody marks as an examiner."""
+    return {user: role for user, (_, role) in read_accounts(config).items()}
 
 
 def check_login(users: dict[str, str]):

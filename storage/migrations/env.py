@@ -5,7 +5,7 @@ import os
 
 from alembic import context
 
-from storage.database import make_engine
+from storage.engine import make_engine, migrating
 from storage.models import Base
 
 
@@ -20,5 +20,5 @@ connection = context.config.attributes.get("connection")
 if connection is not None:
     run(connection)
 else:
-    with make_engine(os.environ["DATABASE_URL"]).execution_options(write=True).begin() as connection:
+    with migrating(make_engine(os.environ["DATABASE_URL"])) as connection:
         run(connection)
