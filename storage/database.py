@@ -416,6 +416,30 @@ class Database:
                 "phase": marking.phase_for(examiner, role), "awaited": marking.awaited(examiner, role),
                 "final": marking.final() if len(visible) == len(marks) else None}
 
+    def marked(self, scale_name: str | None = None, *, session_id: int | None = None) -> list[dict[str, Any]]:
+        """Every grade with at least one mark (for storage.agreement), oldest first: grade_id, response_id,
+        session_id, scale_name, scorable, the model's headline regression, soft and hard scores, `marks` (every
+        mark, oldest first) and `final` (final_mark). Filters: a scale, a session."""
+        where = [column == value for column, value in ((Grade.scale_name, scale_name),
+                                                      (Response.session_id, session_id)) if value is not None]
+        grades = (sa.select(Grade, Response, ExamSession).join(Response, Response.id == Grade.response_id)
+                  .outerjoin(ExamSession, ExamSession.id == Response.session_id)
+                  .where(*where, sa.exists().where(Override.grade_id == Grade.id))
+                  .order_by(Grade.created_at, Grade.id)
+                  .options(*(sa.orm.defer(c) for c in (Grade.scores, Grade.gate_measures, Grade.evidence))))
+        marks = (sa.select(Override).join(Grade, Grade.id == Override.grade_id)
+                 .join(Response, Response.id == Grade.response_id).where(*where)
+                 .order_by(Override.created_at, Override.id))
+        with self._session() as session:
+            by_grade: dict[int, list[dict[str, Any]]] = {}
+            for mark in session.scalars(marks):
+                by_grade.setdefault(mark.grade_id, []).append(as_dict(mark))
+            return [{"grade_id": grade.id, "response_id": response.id, "session_id": response.session_id,
+                     "scale_name": grade.scale_name, "scorable": grade.scorable, "regression": grade.regression,
+                     "soft": grade.soft, "hard": grade.hard, "marks": by_grade[grade.id],
+                     "final": marking_of(grade.scale_name, response.id, exam, by_grade[grade.id]).final()}
+                    for grade, response, exam in session.execute(grades)]
+
     def final_mark(self, grade_id: int) -> dict[str, Any]:
         """The mark in force on a grade, by the rule in storage.marking: {"score" (None: unmarked or awaiting
         adjudication), "status", "marks" (the ids the score rests on)}. ValueError for no such grade."""
