@@ -32,7 +32,7 @@ def cap_malloc_arenas(arenas: int = 2) -> None:
 cap_malloc_arenas()  # before the imports below (torch, gradio) can start a thread
 
 from grader.options import parse_options  # noqa: E402
-from ui.config import AppConfig, check_login, read_users  # noqa: E402
+from ui.config import AppConfig, check_login, read_users, roles  # noqa: E402
 
 log = logging.getLogger("grader.app")
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         log.error("the app did not start: %s.", error)
         return 2
     services = Services(config, grader, db, workdir=workdir, load_error=load_error, assess=assess,
-                        run_evidence=run_evidence)
+                        run_evidence=run_evidence, roles=roles(config))
     demo = build_app(services, auth=bool(users))
     demo.queue(default_concurrency_limit=config.concurrency, max_size=64)
     guard = [Middleware(LoginGuard, session_s=config.session_hours * 3600)] if users else []

@@ -196,7 +196,8 @@ def test_evidence_is_stored_listed_and_exported_with_its_grade(grader, speechoce
         assert stored["evidence"] == found.evidence and stored["regression"] == graded.prediction.scores["total"].regression
 
         [row] = cb.history_rows(services)
-        assert row[-1] == "It's just so hard to picture." and row[-3] == round(found.evidence["measures"]["speech_rate_wpm"], 1)
+        assert row[-1] == "It's just so hard to picture." and row[cb.HISTORY_COLUMNS.index("words/min")] == round(
+            found.evidence["measures"]["speech_rate_wpm"], 1)
         with open(cb.export_history(services), newline="", encoding="utf-8") as f:
             [exported] = list(csv.DictReader(f))
         assert json.loads(exported["evidence"]) == found.evidence

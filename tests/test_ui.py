@@ -18,7 +18,7 @@ from ui import callbacks as cb
 from ui.cards import result_card
 from ui.app import build_app
 from ui.charts import distribution_figure
-from ui.config import AppConfig, check_login, read_users
+from ui.config import AppConfig, check_login, read_users, roles
 
 
 @pytest.fixture(scope="module")
@@ -172,10 +172,15 @@ def test_auth_session_wins_over_client_name_in_the_app(services, speech_clip):
 
 def test_auth_users_from_file_and_env(tmp_path, monkeypatch):
     users_file = tmp_path / "users.txt"
-    users_file.write_text("# examiners\nalice:s3cret:with:colons\n\nbob:pw\n")
+    users_file.write_text("# examiners\nalice:s3cret:with:colons:examiner\n\nbob:pw:adjudicator\n")
     monkeypatch.setenv("GRADER_AUTH", "carol:x")
-    users = read_users(AppConfig(auth_file=str(users_file)))
+    config = AppConfig(auth_file=str(users_file))
+    users = read_users(config)
     assert users == {"alice": "s3cret:with:colons", "bob": "pw", "carol": "x"}
+    assert roles(config) == {"alice": "examiner", "bob": "adjudicator", "carol": "examiner"}
+    with pytest.raises(ValueError, match="unknown role 'colons'"):  # a password with ':' must end with its role
+        users_file.write_text("alice:s3cret:with:colons\n")
+        read_users(config)
     login = check_login(users)
     assert login("alice", "s3cret:with:colons") and not login("alice", "pw") and not login("eve", "")
 
@@ -184,10 +189,11 @@ def test_history_and_export(services, speech_clip, silent_wav):
     first = cb.grade_file(services, speech_clip, "cand-1", "p1")
     cb.grade_file(services, silent_wav, "cand-2", "p1")
     cb.save_override(services, first.grade_id, 8.0, "agree", "", "", "ann")
-    rows = cb.history_rows(services)
-    assert [r[3] for r in rows] == ["cand-2", "cand-1"]
-    assert rows[0][5].startswith("not scored") and rows[1][5] == "overridden" and rows[1][9] == 8.0
-    assert [r[3] for r in cb.history_rows(services, candidate="cand-1")] == ["cand-1"]
+    rows = [dict(zip(cb.HISTORY_COLUMNS, r)) for r in cb.history_rows(services)]
+    assert [r["candidate"] for r in rows] == ["cand-2", "cand-1"]
+    assert rows[0]["status"].startswith("not scored") and rows[1]["status"] == "marked"
+    assert rows[1]["final score"] == 8.0 and rows[1]["grade"] == first.grade_id
+    assert [r[2] for r in cb.history_rows(services, candidate="cand-1")] == ["cand-1"]
     assert cb.history_rows(services, examiner="nobody") == []
     with open(cb.export_history(services, task_part="p1")) as f:
         exported = list(csv.DictReader(f))
@@ -294,6 +300,63 @@ def test_a_word_is_picked_by_its_index_and_anything_else_has_a_message():
 
 
 def test_the_page_says_who_is_logged_in(services):
-    assert "Logged in as <strong>&lt;b&gt;ann&lt;/b&gt;</strong>" in cb.signed_in_html("<b>ann</b>")
+    assert "Logged in as <strong>&lt;b&gt;ann&lt;/b&gt;</strong> (adjudicator)" in cb.signed_in_html("<b>ann</b>", "adjudicator")
     demo = build_app(services, auth=True)
     assert any(isinstance(b, gr.Button) and b.link == "/logout" for b in demo.blocks.values())
+
+
+def test_blind_double_marking_and_adjudication(services, speech_clip):
+    """A session that double-marks every response, under blind marking: the first and second markers see neither the
+    model's result nor each other's mark before their own is saved; a disagreement reaches the adjudicator's queue,
+    whose mark becomes final; what each had seen is stored with the mark."""
+    from ui import marking
+
+    services.config.blind = True
+    services.roles = {"ann": "examiner", "bob": "examiner", "cleo": "adjudicator"}
+    session = cb.batch_session(services, "May 2026", 100)
+    [(header, rows)] = list(cb.grade_rows(services, [(speech_clip, "cand-1", "part 1", "")], session_id=session))
+    grade_id = rows[0][header.index("grade")]
+    assert marking.queue_rows(services, "ann", "examiner", session)[0][:2] == [grade_id, "first"]
+    heading, audio, card, chart, evidence, timeline, marks, opened = marking.open_review(services, grade_id, "ann",
+                                                                                         "examiner")
+    score = f'{services.db.grade(grade_id)["soft"]:.1f}'
+    assert "withheld" in card and chart is None and evidence == "" and score not in card + heading + marks
+    assert "speechocean" not in heading and "May 2026" in heading and "000010011.flac" in heading
+    assert marking.save_mark(services, opened, 4, None, "", "", "ann", "examiner").startswith("✓ Mark saved")
+    assert "withheld" not in marking.open_review(services, grade_id, "ann", "examiner")[2]  # revealed once marked
+
+    assert marking.queue_rows(services, "ann", "examiner") == []
+    [row] = marking.queue_rows(services, "bob", "examiner", session)
+    assert row[:2] == [grade_id, "second"]
+    *_, card, _, _, _, marks, opened = marking.open_review(services, grade_id, "bob", "examiner")
+    assert "withheld" in card and "ann" not in marks and "1 other mark(s) are not shown" in marks
+    marking.save_mark(services, opened, 8, None, "fluency", "", "bob", "examiner")
+
+    assert marking.queue_rows(services, "bob", "examiner") == []
+    [row] = marking.queue_rows(services, "cleo", "adjudicator")
+    assert row[:2] == [grade_id, "adjudication"]
+    *_, card, _, _, _, marks, opened = marking.open_review(services, grade_id, "cleo", "adjudicator")
+    assert "withheld" not in card and "ann" in marks and "bob" in marks and "awaiting adjudication" in marks
+    with pytest.raises(gr.Error, match="agree, partly or disagree"):
+        marking.save_mark(services, opened, 6, None, "", "", "cleo", "adjudicator")
+    marking.save_mark(services, opened, 6, "partly", "", "", "cleo", "adjudicator")
+    assert services.db.final_mark(grade_id)["score"] == 6 and services.db.final_mark(grade_id)["status"] == "adjudicated"
+    stored = {m["examiner"]: m for m in services.db.grade(grade_id)["overrides"]}
+    assert [stored[e]["phase"] for e in ("ann", "bob", "cleo")] == ["first", "second", "adjudication"]
+    assert (stored["ann"]["model_seen"], stored["ann"]["seen"]) == (False, [])
+    assert (stored["cleo"]["model_seen"], stored["cleo"]["seen"]) == (True, ["model", "marks"])
+    assert "adjudicated: <strong>6" in marking.open_review(services, grade_id, "ann", "examiner")[6]
+
+
+def test_under_blind_marking_lists_show_examiners_no_model_scores(services, speech_clip):
+    services.config.blind = True
+    [(header, [row])] = list(cb.grade_rows(services, [(speech_clip, "c", "", "")], show_model=False))
+    assert row[header.index("total_soft")] == "" and row[header.index("cefr")] == ""
+    [shown] = cb.history_rows(services, role="examiner")
+    assert shown[cb.HISTORY_COLUMNS.index("model score")] == "" and shown[cb.HISTORY_COLUMNS.index("CEFR")] == ""
+    assert cb.history_rows(services, role="adjudicator")[0][cb.HISTORY_COLUMNS.index("model score")] != ""
+    with pytest.raises(gr.Error, match="for adjudicators and admins"):
+        cb.export_history(services, role="examiner")
+    assert Path(cb.export_history(services, role="admin")).is_file()
+    graded = cb.grade_file(services, speech_clip)
+    assert "withheld" in cb.blind_card(graded) and "soft" not in cb.blind_json(graded)

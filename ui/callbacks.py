@@ -35,11 +35,13 @@ from grader.review import Review
 from grader.metrics import score_metrics
 from grader.scale import ScoreScale, get_scale
 from storage import AGREEMENTS, Database, StorageError
+from storage.marking import STAFF
+from storage.models import MAX_CANDIDATE, MAX_FILE_NAME, MAX_PART, MAX_SESSION_NAME
 from storage.export import ASPECT_COLUMNS, spreadsheet_safe, word_columns
 
 from .charts import agreement_figure, distribution_figure, timeline_figure
 from .config import AppConfig
-from .cards import evidence_html
+from .cards import evidence_html, result_card
 
 AUDIO_TYPES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".webm", ".aac", ".mp4")
 REASON_CODES = ("pronunciation", "fluency", "prosody", "grammar/vocabulary", "task/content", "audio quality",
@@ -60,6 +62,7 @@ class Services:
     db: Database
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="grader-")))
     load_error: str | None = None
+    roles: dict[str, str] = field(default_factory=dict)  # login -> examiner, adjudicator or admin (the auth file)
     # The front door (Grader.assess_batch) and the evidence step, replaceable by app.py (a GPU lent per call).
     assess: Callable[[Grader, list[Path], list[str | None], AssessOptions], list[Assessment]] = (
         lambda grader, paths, texts, options: grader.assess_batch(paths, texts, options))
@@ -159,10 +162,10 @@ def assess_options(config: AppConfig) -> AssessOptions:
 
 
 def store_grade(services: Services, path: Path, candidate: str, task_part: str, prompt: str,
-                assessment: Assessment) -> Graded:
+                assessment: Assessment, session_id: int | None = None) -> Graded:
     """The response row and its grade row; a refused recording is stored as non-scorable with the gate's reason."""
     grader, gate, prediction = services.grader, assessment.gate, assessment.prediction
-    response_id = store_response(services, path, candidate, task_part, prompt, gate)
+    response_id = store_response(services, path, candidate, task_part, prompt, gate, session_id)
     measures = gate.measures | {"gate_code": gate.code}
     if prediction is None:
         grade_id = services.db.add_grade(response_id, checkpoint_id=grader.checkpoint_id, scale_name=grader.scale.name,
@@ -181,8 +184,8 @@ def store_grade(services: Services, path: Path, candidate: str, task_part: str, 
 
 def check_text_fields(config: AppConfig, candidate: str, task_part: str, prompt: str, where: str = "") -> None:
     """Refuse, before anything is decoded or stored, text no examiner means to send (a pasted file, say)."""
-    limits = (("reference text", prompt, config.max_prompt_chars), ("candidate id", candidate, 200),
-              ("task part", task_part, 200))
+    limits = (("reference text", prompt, config.max_prompt_chars), ("candidate id", candidate, MAX_CANDIDATE),
+              ("task part", task_part, MAX_PART))  # the columns' widths (storage.models owns them)
     for name, text, limit in limits:
         if len(text) > limit:
             raise gr.Error(f"{where}The {name} is {len(text):,} characters long; at most {limit:,} are accepted. "
@@ -196,8 +199,9 @@ def require_grader(services: Services) -> Grader:
 
 
 def store_response(services: Services, path: Path, candidate: str, task_part: str, prompt: str,
-                   gate: GateResult) -> int:
-    """The response row: the audio's SHA-256 and metadata always; the file itself only under retention=keep."""
+                   gate: GateResult, session_id: int | None = None) -> int:
+    """The response row: the audio's SHA-256, the uploaded file's name (Gradio keeps it; a zip member's is its own)
+    and metadata always, in its exam session if any; the file itself only under retention=keep."""
     digest = sha256(check_upload(services, path)) if path.is_file() else None
     kept = None
     if services.config.retention == "keep" and digest:
@@ -207,7 +211,8 @@ def store_response(services: Services, path: Path, candidate: str, task_part: st
         shutil.copyfile(path, kept)
     return services.db.add_response(audio_sha256=digest or "", duration_s=gate.measures.get("duration_s", 0.0),
                                     part=task_part.strip() or None, candidate_id=candidate.strip() or None,
-                                    prompt_text=prompt.strip() or None, audio_path=str(kept) if kept else None)
+                                    prompt_text=prompt.strip() or None, audio_path=str(kept) if kept else None,
+                                    session_id=session_id, file_name=_file_name(path.name, MAX_FILE_NAME))
 
 
 def sha256(path: Path) -> str:
@@ -222,6 +227,22 @@ def result_json(graded: Graded) -> dict:
     """The machine-readable result (what scripts get from the `grade` API): `Assessment.to_dict`, as
     `grader.predict` prints it, with the stored ids."""
     return {"response_id": graded.response_id, "grade_id": graded.grade_id} | graded.assessment.to_dict()
+
+
+def blind_card(graded: Graded) -> str:
+    """The Grade tab's card under blind marking: that the response is stored and where to mark it, no score."""
+    if graded.prediction is None:  # a refused recording has no score to withhold
+        return result_card(graded)
+    return (f'<div class="card withheld"><h3>Graded: #{graded.grade_id}</h3><p>Blind marking: enter your mark in '
+            "the Review tab (it opens there); the model's score, distribution and evidence appear once your mark is "
+            "saved.</p></div>")
+
+
+def blind_json(graded: Graded) -> dict:
+    """What scripts get from `grade` under blind marking: the ids and whether it was scored, no score."""
+    a = graded.assessment
+    return {"response_id": graded.response_id, "grade_id": graded.grade_id, "scorable": a.scorable,
+            "gate_code": a.gate.code, "gate_reason": a.gate.reason}
 
 
 def figure(graded: Graded) -> go.Figure | None:
@@ -306,13 +327,15 @@ def examiner_id(username: str | None, typed_name: str) -> str:
     return name
 
 
-def signed_in_html(username: str | None) -> str:
-    """Who this page belongs to, on every page under login (the login is also who every mark is by)."""
-    return f'<p class="signed-in">Logged in as <strong>{html.escape(username or "nobody")}</strong></p>'
+def signed_in_html(username: str | None, role: str = "examiner") -> str:
+    """Who this page belongs to, on every page under login (the login is also who every mark is by), and in which
+    role (from the auth file)."""
+    return (f'<p class="signed-in">Logged in as <strong>{html.escape(username or "nobody")}</strong> '
+            f'({html.escape(role)})</p>')
 
 
 def save_override(services: Services, grade_id: int | None, final_score: float | None, agreement: str | None,
-                  reason_code: str | None, comment: str, examiner: str) -> str:
+                  reason_code: str | None, comment: str, examiner: str, role: str = "examiner") -> str:
     """Store an examiner's decision on a grade; a locked or read-only database keeps it in the outbox for retry,
     and the message says so. The values may come raw from an API client (the event skips Gradio's preprocessing,
     whose failures have no message), so each is checked here."""
@@ -330,7 +353,8 @@ def save_override(services: Services, grade_id: int | None, final_score: float |
     try:
         receipt = services.db.add_override(grade_id, examiner=examiner, final_score=final_score,
                                            agreement=agreement, reason_code=reason_code or None,
-                                           comment=(comment or "").strip() or None)
+                                           comment=(comment or "").strip() or None, role=role,
+                                           seen=["audio", "model"])
     except (ValueError, TypeError, StorageError) as error:
         raise gr.Error(f"The override was not saved: {error}", title="Not saved") from error
     log.info("override %s on grade %d: %s", receipt.uuid, grade_id, "queued" if receipt.queued else "stored")
@@ -416,35 +440,49 @@ def sweep(services: Services, max_age_s: float = SCRATCH_AGE_S) -> None:
         if folder.name.startswith(("download-", "zip-")) and folder.is_dir() and folder.stat().st_mtime < cutoff:
             shutil.rmtree(folder, ignore_errors=True)
 
-HISTORY_COLUMNS = ["graded at (UTC)", "response", "grade", "candidate", "task part", "status", "regression",
-                   "soft", "CEFR", "final score", "agreement", "examiner", "reason", "comment", "words/min",
-                   "pauses", "transcript"]
+# Few enough to fit 1280 px without scrolling sideways; the CSV export has every stored column.
+HISTORY_COLUMNS = ["graded (UTC)", "grade", "candidate", "task part", "status", "model score", "CEFR", "final score",
+                   "examiner", "agreement", "words/min", "transcript"]
 
 
-def history_filters(candidate: str = "", task_part: str = "", examiner: str = "") -> dict[str, str]:
+def history_filters(candidate: str = "", task_part: str = "", examiner: str = "",
+                    session: int | None = None) -> dict:
     """Exact-match filters for storage's history(); an empty field filters nothing."""
-    return {k: v.strip() for k, v in (("candidate", candidate), ("part", task_part), ("examiner", examiner))
-            if v and v.strip()}
+    filters: dict = {k: v.strip() for k, v in (("candidate", candidate), ("part", task_part), ("examiner", examiner))
+                     if v and v.strip()}
+    return filters | ({"session_id": int(session)} if session else {})
 
 
-def history_rows(services: Services, candidate: str = "", task_part: str = "", examiner: str = "") -> list[list]:
-    """Graded responses, newest first, each with the override in force."""
-    rows = []
-    for r in services.db.history(**history_filters(candidate, task_part, examiner)):
-        status = ("overridden" if r["override_id"] else "graded") if r["scorable"] else \
+def model_shown(services: Services, role: str) -> bool:
+    """Whether lists of many responses (History, Batch, their CSVs, Agreement's pairs) may show the model's scores:
+    always, except under blind marking to examiners, who see a response's model result once they have marked it."""
+    return not services.config.blind or role in STAFF
+
+
+def history_rows(services: Services, candidate: str = "", task_part: str = "", examiner: str = "",
+                 session: int | None = None, role: str = "admin") -> list[list]:
+    """Graded responses, newest first, each with the mark in force (the model's scores as model_shown allows)."""
+    rows, shown = [], model_shown(services, role)
+    for r in services.db.history(**history_filters(candidate, task_part, examiner, session)):
+        if not shown:
+            r |= {"soft": None}
+        status = ("marked" if r["override_id"] else "graded") if r["scorable"] else \
             f"not scored: {r['gate_reason']}"
-        rows.append([_when(r["graded_at"]), r["response_id"], r["grade_id"], r["candidate_id"] or "",
-                     r["part"] or "", status, _round(r["regression"]), _round(r["soft"]),
-                     _cefr(r["scale_name"], r["soft"]), _round(r["final_score"]), r["agreement"] or "",
-                     r["examiner"] or "", r["reason_code"] or "", r["comment"] or "", _round(r["speech_rate_wpm"], 1),
-                     "" if r["pauses"] is None else r["pauses"], r["transcript"] or ""])
+        rows.append([_when(r["graded_at"]), r["grade_id"], r["candidate_id"] or "", r["part"] or "", status,
+                     _round(r["soft"], 1), _cefr(r["scale_name"], r["soft"]), _round(r["final_score"], 1),
+                     r["examiner"] or "", r["agreement"] or "", _round(r["speech_rate_wpm"], 1),
+                     r["transcript"] or ""])
     return rows
 
 
-def export_history(services: Services, candidate: str = "", task_part: str = "", examiner: str = "") -> str:
+def export_history(services: Services, candidate: str = "", task_part: str = "", examiner: str = "",
+                   session: int | None = None, role: str = "admin") -> str:
     """Every matching row with all of storage's columns (hashes, checkpoint, latency...), not only those shown."""
+    if not model_shown(services, role):
+        raise gr.Error("Under blind marking the export, which holds the model's scores, is for adjudicators and "
+                       "admins.", title="Not for this role")
     path = download_path(services, "history.csv")
-    services.db.export_history_csv(path, **history_filters(candidate, task_part, examiner))
+    services.db.export_history_csv(path, **history_filters(candidate, task_part, examiner, session))
     return str(path)
 
 
@@ -491,6 +529,26 @@ def batch_header(aspects: list[str]) -> list[str]:
 
 
 Item = tuple[Path, str, str, str]  # audio, candidate, task part, prompt
+
+
+def batch_session(services: Services, name: str, share_percent: float | None) -> int | None:
+    """The exam session a batch is stored in: the one of this name, or a new one double-marking `share_percent`
+    of its responses (an existing session keeps its share). No name: no session."""
+    name = (name or "").strip()
+    if not name:
+        return None
+    if len(name) > MAX_SESSION_NAME:
+        raise gr.Error(f"A session name has at most {MAX_SESSION_NAME} characters.", title="Text too long")
+    share = _real(share_percent) if share_percent not in (None, "") else 0.0
+    if share is None or not 0 <= share <= 100:
+        raise gr.Error("The share to mark twice is a percentage from 0 to 100.")
+    for existing in services.db.sessions():
+        if existing["name"] == name:
+            return existing["id"]
+    try:
+        return services.db.add_session(name, double_marking=share / 100)
+    except (ValueError, TypeError) as error:
+        raise gr.Error(f"The session was not created: {error}.") from error
 
 
 @contextmanager
@@ -610,10 +668,12 @@ def _file_name(name: str, longest: int = 100) -> str:
     return f"{name[: longest - len(suffix) - 1]}…{suffix}"
 
 
-def grade_rows(services: Services, items: list[Item], chunk: int = 16) -> Iterator[tuple[list[str], list[list]]]:
-    """Grade the items through the grader's batched front door, `chunk` at a time, and store every one, yielding
-    the table's header and its rows so far after each chunk: the Batch tab shows them as they come, and a cancel
-    stops the batch between two chunks."""
+def grade_rows(services: Services, items: list[Item], chunk: int = 16, session_id: int | None = None,
+               show_model: bool = True) -> Iterator[tuple[list[str], list[list]]]:
+    """Grade the items through the grader's batched front door, `chunk` at a time, and store every one (in the exam
+    session `session_id`, if any), yielding the table's header and its rows so far after each chunk: the Batch tab
+    shows them as they come, and a cancel stops the batch between two chunks. `show_model` False (model_shown):
+    the model's columns stay empty."""
     grader = require_grader(services)
     if not items:
         raise gr.Error("Upload audio files, a zip of them, or a manifest.")
@@ -626,10 +686,10 @@ def grade_rows(services: Services, items: list[Item], chunk: int = 16) -> Iterat
         part = items[start: start + chunk]
         assessed = services.assess(grader, [i[0] for i in part], [i[3] for i in part], assess_options(services.config))
         for (path, candidate, task_part, prompt), assessment in zip(part, assessed):
-            graded = store_grade(services, path, candidate, task_part, prompt, assessment)
+            graded = store_grade(services, path, candidate, task_part, prompt, assessment, session_id)
             row = [path.name, candidate, graded.response_id, graded.grade_id, graded.gate.scorable,
                    graded.gate.reason or ""]
-            if graded.prediction:
+            if graded.prediction and show_model:
                 p = graded.prediction
                 row += [_round(getattr(p.scores[a], h)) for a in aspects for h in ASPECT_COLUMNS]
                 row += [p.cefr or "", "; ".join(r.text for r in graded.review), *word_columns(p.words).values()]

@@ -39,6 +39,9 @@ class AppConfig:
                                                                   "(role: examiner, the default; adjudicator; admin); "
                                                                   "turns login on (also $GRADER_AUTH='user:pw,"
                                                                   "user2:pw2:adjudicator')"})
+    blind: bool = field(default=False, metadata={"help": "blind first marking: the model's score, distribution and "
+                                                         "evidence reach an examiner's page only once their own mark "
+                                                         "is saved"})
     share: bool = field(default=False, metadata={"help": "open a public gradio.live link"})
     retention: str = field(default="discard", metadata={"help": "uploaded audio: 'discard' keeps only its SHA-256 "
                                                                 "and metadata; 'keep' also stores the file in "

@@ -12,8 +12,12 @@ from ..callbacks import Services
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def build(services: Services, who: Callable[[gr.Request | None, str], str], auth: bool) -> None:
+def build(services: Services, who: Callable[[gr.Request | None, str], str], role: Callable[[gr.Request | None], str],
+          auth: bool) -> tuple[gr.Number, gr.events.Dependency]:
+    """Returns the grade # and the grade event, for ui/app.py: under blind marking a grade opens in the Review tab,
+    since this tab never shows the model's result before a mark."""
     grader = services.grader
+    blind = services.config.blind
     scale = grader.scale if grader else None
     with gr.Row():
         with gr.Column(scale=2):
@@ -32,7 +36,7 @@ def build(services: Services, who: Callable[[gr.Request | None, str], str], auth
             chart = gr.Plot(label="Class distribution", show_label=False)
             with gr.Accordion("Result as JSON", open=False):
                 raw = gr.JSON(label="result")
-    with gr.Group(elem_id="evidence-panel"):
+    with gr.Group(elem_id="evidence-panel", visible=not blind):
         gr.Markdown("### Evidence")
         evidence_panel = gr.HTML(elem_id="evidence")
         timeline = gr.Plot(label="Timeline", show_label=False, elem_id="timeline")
@@ -45,14 +49,15 @@ def build(services: Services, who: Callable[[gr.Request | None, str], str], auth
             evidence_json = gr.JSON(label="evidence")
         evidence_state = gr.State(time_to_live=cb.EVIDENCE_TTL_S)  # it holds the audio: not for the session's life
         graded_state = gr.State()  # the grade just made: its decoded audio and speech go on to the evidence
-    with gr.Group():
+    with gr.Group(visible=not blind):
         gr.Markdown("### Examiner decision\nYour own score for this response; it is stored beside the model's, never "
                     "replacing it. The score is not pre-filled, so the model does not anchor your judgement.")
         with gr.Row():
             grade_id = gr.Number(label="Grade #", precision=0, interactive=False, scale=1)
             final = gr.Number(label=f"Final score ({scale.min:g}–{scale.max:g})" if scale else "Final score",
                               minimum=scale.min if scale else None, maximum=scale.max if scale else None,
-                              step=scale.step if scale else 0.5, scale=1)
+                              step=scale.step if scale else 0.5, scale=1,
+                              value=lambda: None)  # empty, not 0: a plain None is shown as 0 (gradio#6728)
             verdict = gr.Radio(list(cb.AGREEMENTS), label="Agreement with the model", scale=2)
             reason = gr.Dropdown(["", *cb.REASON_CODES], value="", label="Reason", scale=2)
         with gr.Row():
@@ -68,12 +73,17 @@ def build(services: Services, who: Callable[[gr.Request | None, str], str], auth
         cb.check_upload(services, path)
         progress(0.05, desc="Checking the recording")
         graded = cb.grade_file(services, path, cand or "", part or "", text or "", progress=progress)
+        if blind:  # nothing of the model's result leaves the server before the examiner's mark
+            return (cb.blind_card(graded), None, cb.blind_json(graded), graded.grade_id,
+                    None, None, "", "", "", "", None, gr.Dropdown(choices=[], value=None), None, None, None, graded)
         return (result_card(graded), cb.figure(graded), cb.result_json(graded), graded.grade_id,
                 None, None, "", "", "", "", None, gr.Dropdown(choices=[], value=None), None, None, None, graded)
 
     @cb.event
     def evidence(graded):
         found = cb.evidence_for(services, graded)
+        if blind:  # stored for the Review tab, shown there once the mark is saved
+            return "", None, gr.Dropdown(choices=[], value=None), None, None
         return *cb.evidence_outputs(found), found
 
     # The evidence follows a successful grade as its own event, so the score shows first; both hold the model.
@@ -89,9 +99,13 @@ def build(services: Services, who: Callable[[gr.Request | None, str], str], auth
 
     @cb.event
     def override(rid, score, agree, code, text, name, request: gr.Request):
-        return cb.save_override(services, rid, score, agree, code, text, who(request, name))
+        if blind:
+            raise gr.Error("Under blind marking, marks are entered in the Review tab (API: /review, then /mark), "
+                           "where the model's result appears once your mark is saved.")
+        return cb.save_override(services, rid, score, agree, code, text, who(request, name), role(request))
 
     # Raw values (preprocess=False): a client's "abc" as the grade # gets save_override's message, not a
     # preprocessing traceback with no message.
     save.click(override, [grade_id, final, verdict, reason, comment, examiner], saved, api_name="override",
                preprocess=False)
+    return grade_id, graded_event
