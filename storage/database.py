@@ -457,7 +457,7 @@ class Database:
         query = (sa.select(Response, Grade, o).join(Grade, Grade.response_id == Response.id)
                  .join(o, sa.and_(o.grade_id == Grade.id, latest.c.rank == 1), isouter=examiner is None)
                  .order_by(Grade.created_at.desc(), Grade.id.desc()).limit(limit)
-                 .options(*(sa.orm.defer(c) for c in (Grade.scores, Grade.gate_measures))))
+                 .options(sa.orm.defer(Grade.gate_measures)))  # scores: every aspect's go into the history rows
         for column, value in ((Response.part, part), (Response.candidate_id, candidate),
                               (Response.session_id, session_id)):
             if value is not None:

@@ -179,3 +179,44 @@ def test_an_answer_to_another_text_is_flagged_on_the_card(speechocean_clips, tmp
         expect(page.locator(".card .score")).to_be_visible()
         expect(flag).to_have_count(0)
         browser.close()
+
+
+@pytest.mark.browser
+def test_the_card_shows_its_headline_and_the_disclosure_opens(speechocean_clips, tmp_path):
+    """The shipped grader on a real answer: before any grade the final-score box is empty (not 0); after it, the
+    card shows one number and what it is, the regression and most-likely values stay hidden until "About this
+    score" is opened, and the evidence panel says why there are no word scores (no word heads yet, or no text); the
+    timeline has no heavy frame."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    answer = speechocean_clips / "audio" / "000360013.flac"  # "IT'S JUST SO HARD TO PICTURE"
+    with launch_app(DEFAULT_CHECKPOINT, tmp_path) as app, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(app.url)
+        expect(page.get_by_label("Final score (0–10)", exact=True)).to_have_value("")
+        page.locator("#audio-input input[type=file]").set_input_files(str(answer))
+        page.get_by_label("Prompt or reference text").fill("IT'S JUST SO HARD TO PICTURE")
+        page.get_by_role("button", name="Grade", exact=True).click()
+        score = page.locator(".card .score")
+        expect(score).to_have_text(re.compile(r"^\d+\.\d$"), timeout=60_000)
+        expect(page.locator(".card .what")).to_contain_text("expected total score for this answer")
+        expect(page.locator(".card .cefr")).to_have_text(re.compile(r"^band \d+–\d+$"))
+        heads = page.locator(".card details.about table.heads")
+        expect(heads).to_be_hidden()
+        page.locator(".card details.about summary").click()
+        expect(heads).to_be_visible()
+        expect(heads).to_contain_text("most likely")
+        expect(page.locator(".card details.about")).to_contain_text("a second estimate")
+        header = heads.locator("th").nth(1).bounding_box()
+        assert header["height"] < 40, header  # one line, not wrapped letter by letter
+        panel = page.locator("#evidence-panel").first
+        expect(panel.locator(".evidence .word-note")).to_contain_text("word heads", timeout=120_000)
+        expect(panel.locator("#timeline .js-plotly-plot")).to_be_visible(timeout=30_000)
+        frame = panel.locator("#timeline").evaluate("e => getComputedStyle(e).borderTopWidth")
+        assert float(frame.removesuffix("px")) <= 1, frame  # was a 3-px black frame
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=SCREENSHOT.with_name("score-card.png"), full_page=True)
+        browser.close()
