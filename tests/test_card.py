@@ -231,3 +231,13 @@ def test_stock_whisper_turns_the_adapters_off_and_holds_the_lock(shipped, speech
             raise RuntimeError("inside")
     assert not shipped.lock.locked() and not any(m.disable_adapters for m in lora)
     assert shipped.grade(audio).scores == shipped.grade(audio).scores
+
+
+def test_hostile_words_and_notes_in_the_word_scores_are_escaped():
+    from ui.cards import word_scores_html
+
+    panel = word_scores_html({"words": [{"word": HOSTILE, "accuracy": 3.0, "total": 4.5},
+                                        {"word": "bear", "accuracy": 9.1}], "note": None})
+    assert "<img" not in panel and panel.count("&lt;img src=x onerror=&quot;alert(1)&quot;&gt;") == 3
+    assert 'class="wscore w-poor"' in panel and 'class="wscore w-good"' in panel
+    assert "<img" not in word_scores_html({"words": [], "note": HOSTILE})
