@@ -260,9 +260,9 @@ def detail_tables(report: dict) -> str:
             lines.append(f"| {name[5:]} | {m['n']} | {_f(m['pcc'])} | {_f(s.get('mean'))} ± {_f(s.get('sd'))} | "
                          f"{_f(m['src'])} | {_f(m['rmse'])} |")
     r = report["review"][decoding]
-    lines += ["", f"Review flag against |{aspect} error| > {MISGRADED:g} ({decoding}): {r['flagged']} of {r['n']} "
-              f"flagged, {r['misgraded']} misgraded, {r['caught']} caught: precision {_f(r['precision'], 2)}, "
-              f"recall {_f(r['recall'], 2)}."]
+    lines += ["", f"Review flag (the rule when this run was trained) against |{aspect} error| > {MISGRADED:g} "
+              f"({decoding}): {r['flagged']} of {r['n']} flagged, {r['misgraded']} misgraded, {r['caught']} caught: "
+              f"precision {_f(r['precision'], 2)}, recall {_f(r['recall'], 2)}; `--review` applies today's rule."]
     return "\n".join(lines)
 
 
