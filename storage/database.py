@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, aliased
 from .engine import Synchronous, make_engine, migrate, sqlite_path
 from .errors import DatabaseCorrupt, DatabaseGone, DatabaseUnavailable, StorageError, storage_error
 from .export import history_row, write_history_csv
-from .marking import Marking, default_threshold, sampled
+from .marking import Marking, sampled
 from .models import (AGREEMENTS, MAX_CANDIDATE, MAX_EXAMINER, MAX_FILE_NAME, MAX_PART, MAX_REASON_CODE,
                      MAX_SESSION_NAME, PHASES, ROLES, SEEN, ExamSession, Grade, Override, Response, utcnow)
 from .outbox import Outbox, outbox_path
@@ -309,19 +309,13 @@ class Database:
             return tuple(stored)
 
     def _marking(self, session: Session, grade_id: int) -> Marking:
-        """A grade's marking state (its marks, its session's sample and threshold); ValueError for no grade."""
-        row = session.execute(sa.select(Grade.scale_name, Response.id, ExamSession)
-                              .join(Response, Response.id == Grade.response_id)
-                              .outerjoin(ExamSession, ExamSession.id == Response.session_id)
-                              .where(Grade.id == grade_id)).first()
+        """A grade's marking state (its marks, its session's sample and threshold); ValueError for no grade. Read
+        inside a mark's write transaction, so two statements built once (MARKING_GRADE, MARKING_MARKS)."""
+        row = session.execute(MARKING_GRADE, {"grade_id": grade_id}).first()
         if row is None:
             raise ValueError(f"no grade {grade_id}")
-        # Each examiner's newest mark in each phase is all the rules read (who marked in which phase, the mark in
-        # force): a write then reads a handful of rows, however often one grade was marked.
-        ranked = latest_overrides(Override.examiner, Override.phase, where=(Override.grade_id == grade_id,))
-        mark = aliased(Override, ranked)
-        marks = session.scalars(sa.select(mark).where(ranked.c.rank == 1).order_by(mark.created_at, mark.id))
-        return marking_of(*row, [as_dict(m) for m in marks])
+        marks = [dict(m) for m in session.execute(MARKING_MARKS, {"grade_id": grade_id}).mappings()]
+        return marking_of(row.scale_name, row.response_id, row, marks)
 
     def flush_outbox(self) -> int:
         """Replay queued overrides, oldest first; returns how many left the queue (stored now, or found stored by
@@ -539,12 +533,11 @@ def check_text(name: str, value: str | None, limit: int | None) -> None:
         raise ValueError(f"{name} holds characters that are not valid Unicode text") from None
 
 
-def marking_of(scale_name: str, response_id: int, session: ExamSession | None,
-               marks: list[dict[str, Any]]) -> Marking:
-    """The marking state of a grade from its scale, response, session and marks (oldest first)."""
+def marking_of(scale_name: str, response_id: int, session: Any, marks: list[dict[str, Any]]) -> Marking:
+    """The marking state of a grade from its scale, response, session (an ExamSession, a row of its id,
+    double_marking and threshold, or None) and marks (oldest first)."""
     double = bool(session and session.double_marking and sampled(session.id, response_id, session.double_marking))
-    threshold = session.threshold if session and session.threshold is not None else default_threshold(scale_name)
-    return Marking(marks, double, threshold)
+    return Marking(marks, double, session and session.threshold, scale_name)
 
 
 def check_record(record: Any) -> None:
@@ -593,3 +586,16 @@ def latest_overrides(*partition: sa.orm.InstrumentedAttribute[Any],
 
 def as_dict(row: Any) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in sa.inspect(row).mapper.column_attrs}
+
+
+# A grade's scale, response and session (its columns None outside a session), and each examiner's newest mark in
+# each phase: all the marking rules read (who marked in which phase, the mark in force), a handful of rows however
+# often one grade was marked.
+MARKING_GRADE = (sa.select(Grade.scale_name, Response.id.label("response_id"), ExamSession.id,
+                           ExamSession.double_marking, ExamSession.threshold)
+                 .join(Response, Response.id == Grade.response_id)
+                 .outerjoin(ExamSession, ExamSession.id == Response.session_id)
+                 .where(Grade.id == sa.bindparam("grade_id")))
+_ranked = latest_overrides(Override.examiner, Override.phase, where=(Override.grade_id == sa.bindparam("grade_id"),))
+MARKING_MARKS = (sa.select(*(_ranked.c[k] for k in ("id", "examiner", "phase", "role", "final_score", "created_at")))
+                 .where(_ranked.c.rank == 1).order_by(_ranked.c.created_at, _ranked.c.id))

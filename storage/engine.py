@@ -14,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK = 762_016  # the PostgreSQL advisory lock that serialises migrations
 
 
 Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
@@ -22,8 +23,16 @@ Synchronous = Literal["NORMAL", "FULL", "EXTRA"]
 def make_engine(url: str, busy_timeout_s: float = 10.0, synchronous: Synchronous = "FULL") -> sa.Engine:
     """An engine whose SQLite connections all get WAL, foreign keys, a busy timeout and the sync level, and whose
     transactions SQLAlchemy begins itself: the driver's own BEGIN skips DDL (migrations would not be atomic) and
-    cannot take the write lock up front."""
-    engine = sa.create_engine(url)
+    cannot take the write lock up front. On PostgreSQL (`postgresql://` means psycopg 3 here) the busy timeout is
+    the server's lock_timeout: a write that waits longer for a lock fails, and a mark goes to the outbox, as on
+    SQLite; the connection is checked before use (a restarted server costs no failed write)."""
+    parsed = sa.make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(parsed, pool_pre_ping=True,
+                                connect_args={"options": f"-c lock_timeout={round(busy_timeout_s * 1000)}"})
+    engine = sa.create_engine(parsed)
     if engine.dialect.name != "sqlite":
         return engine
 
@@ -72,13 +81,17 @@ def migrate(engine: sa.Engine, revision: str = "head", downgrade: bool = False) 
 def migrating(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A write transaction for a migration. On SQLite, foreign keys are off while it runs (a batch migration copies
     a table, drops the original and renames the copy: with them on, dropping a table others refer to fails) and
-    checked before it commits."""
+    checked before it commits; BEGIN IMMEDIATE makes migrations wait for each other. On PostgreSQL an advisory lock
+    does: Alembic then reads the revision another instance just committed, and has nothing left to do."""
     with engine.connect() as connection:
         sqlite = engine.dialect.name == "sqlite"
         if sqlite:  # before BEGIN: inside a transaction the pragma does nothing
             connection.connection.dbapi_connection.execute("PRAGMA foreign_keys = OFF")
         try:
             with connection.execution_options(write=True).begin():
+                if engine.dialect.name == "postgresql":  # app instances starting at once migrate one at a time
+                    connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
                 yield connection
                 if sqlite and (broken := connection.exec_driver_sql("PRAGMA foreign_key_check").all()):
                     raise RuntimeError(f"the migration would leave {len(broken)} broken reference(s), first: "

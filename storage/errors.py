@@ -1,4 +1,5 @@
-"""Storage failures a person can act on, by cause: locked, read-only, full, unavailable."""
+"""Storage failures a person can act on, by cause (SQLite's result codes, PostgreSQL's SQLSTATEs): locked,
+read-only, full, unavailable, damaged."""
 
 import sqlite3
 
@@ -49,7 +50,16 @@ SQLITE_ERRORS: dict[int, type[StorageError]] = {
     sqlite3.SQLITE_CORRUPT: DatabaseCorrupt, sqlite3.SQLITE_NOTADB: DatabaseCorrupt}
 
 
+# PostgreSQL's SQLSTATEs: lock_not_available (lock_timeout), read_only_sql_transaction, disk_full,
+# insufficient_resources, data_corrupted, index_corrupted.
+POSTGRES_ERRORS: dict[str, type[StorageError]] = {
+    "55P03": DatabaseLocked, "25006": DatabaseReadOnly, "53100": DatabaseFull, "53000": DatabaseFull,
+    "XX001": DatabaseCorrupt, "XX002": DatabaseCorrupt}
+
+
 def storage_error(error: sa.exc.DBAPIError, fate: str = "") -> StorageError:
-    """The StorageError for a driver error, by SQLite's primary result code (anything else: unavailable)."""
-    cls = SQLITE_ERRORS.get(getattr(error.orig, "sqlite_errorcode", -1) & 0xFF, DatabaseUnavailable)
-    return cls(fate, detail=str(error.orig) if cls is DatabaseUnavailable else "")
+    """The StorageError for a driver error, by SQLite's primary result code or PostgreSQL's SQLSTATE (anything
+    else: unavailable)."""
+    cls = SQLITE_ERRORS.get(getattr(error.orig, "sqlite_errorcode", -1) & 0xFF) or POSTGRES_ERRORS.get(
+        getattr(error.orig, "sqlstate", None) or "", DatabaseUnavailable)
+    return cls(fate, detail=str(error.orig).strip() if cls is DatabaseUnavailable else "")

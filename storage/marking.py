@@ -18,8 +18,6 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from grader.scale import SCALES
-
 STAFF = ("adjudicator", "admin")  # roles that adjudicate; admins may do all an adjudicator does
 EPSILON = 1e-9  # marks are floats: 6.0 and 7.0 are one step apart, not 1.0000000001
 
@@ -34,6 +32,8 @@ def sampled(session_id: int, response_id: int, share: float) -> bool:
 def default_threshold(scale_name: str) -> float:
     """One class step of the grade's scale (grader.scale): 1 point on speechocean762, 0.5 (half a band) on the S&I
     scale; 0 on a scale this app does not know, so that any difference goes to adjudication."""
+    from grader.scale import SCALES  # here, not above: storing a mark needs no torch (grader imports it)
+
     scale = SCALES.get(scale_name)
     return scale.step if scale else 0.0
 
@@ -41,11 +41,17 @@ def default_threshold(scale_name: str) -> float:
 @dataclass(frozen=True)
 class Marking:
     """One grade's marks (dicts with examiner, phase, final_score, created_at, id; oldest first), whether its session
-    double-marks it, and its adjudication threshold."""
+    double-marks it, and its session's adjudication threshold (None: default_threshold of the grade's scale)."""
 
     marks: list[dict[str, Any]]
     double: bool = False
-    threshold: float = 1.0
+    threshold: float | None = None
+    scale_name: str = ""
+
+    @property
+    def tolerance(self) -> float:
+        """The largest difference between first and second marks that needs no adjudication."""
+        return default_threshold(self.scale_name) if self.threshold is None else self.threshold
 
     def in_force(self, phase: str) -> dict[str, Any] | None:
         """The newest mark of a phase."""
@@ -58,7 +64,7 @@ class Marking:
     def disagree(self) -> bool:
         """First and second marks further apart than the threshold."""
         first, second = self.in_force("first"), self.in_force("second")
-        return bool(first and second and abs(first["final_score"] - second["final_score"]) > self.threshold + EPSILON)
+        return bool(first and second and abs(first["final_score"] - second["final_score"]) > self.tolerance + EPSILON)
 
     def final(self) -> dict[str, Any]:
         """{"score": the mark in force or None, "status": unmarked | marked | awaiting second mark | agreed |

@@ -48,14 +48,10 @@ def speech_clip(speechocean_clips) -> Path:
 POSTGRES = os.environ.get("GRADER_TEST_POSTGRES_URL")  # set by .ci/run, which starts a PostgreSQL server
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend_url(request, tmp_path) -> Iterator[str]:
-    """An empty database on each backend: a new SQLite file; a new database on the PostgreSQL server at
-    $GRADER_TEST_POSTGRES_URL (its user needs CREATEDB), dropped afterwards. Without that server (a user's clone) the
-    PostgreSQL run skips, saying so."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'grades.db'}"
-        return
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """The URL of a new, empty database on the PostgreSQL server at $GRADER_TEST_POSTGRES_URL (its user needs
+    CREATEDB), dropped afterwards; skips, saying why, where there is no server (a user's clone)."""
     if not POSTGRES:
         pytest.skip("no PostgreSQL server: set GRADER_TEST_POSTGRES_URL (.ci/run starts one and sets it)")
     import sqlalchemy as sa
@@ -70,6 +66,22 @@ def backend_url(request, tmp_path) -> Iterator[str]:
         with admin.connect() as connection:
             connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request, tmp_path) -> Iterator[str]:
+    """An empty database on each backend: a new SQLite file, and a new PostgreSQL database (postgres_database)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'grades.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
