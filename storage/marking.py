@@ -99,13 +99,17 @@ class Marking:
     def phase_for(self, examiner: str, role: str) -> str:
         """The phase a mark by this examiner would be in now: a correction stays in the phase of their last mark;
         else the phase awaited from them; else an adjudicator or admin marking a response others have marked
-        adjudicates it (their mark becomes final); else it is one more first mark (the newest is in force)."""
+        adjudicates it (their mark becomes final); else, on a double-marked response, one more second mark (two
+        second markers saving at once both stay second marks, the newest in force, never displacing the first
+        mark); else one more first mark (the newest is in force, as for any single-marked response)."""
         own = next((m for m in reversed(self.marks) if m["examiner"] == examiner), None)
         if own:
             return own["phase"]
         if awaited := self.awaited(examiner, role):
             return awaited
-        return "adjudication" if role in STAFF and self.marks else "first"
+        if role in STAFF and self.marks:
+            return "adjudication"
+        return "second" if self.double and self.marks else "first"
 
     def check(self, examiner: str, role: str, phase: str) -> None:
         """Refuse a mark that would break independence: both marks of a double marking by one examiner, or an

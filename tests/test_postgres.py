@@ -48,3 +48,31 @@ def test_the_server_enforces_the_schema(postgres_url):
                     connection.exec_driver_sql("INSERT INTO sessions (name, double_marking, created_at) "
                                                "VALUES ('s', 0.5, now())")
                     connection.exec_driver_sql(sql)
+
+
+@pytest.mark.parametrize("refusal", ["read-only", "unreachable"])
+def test_a_refusing_server_queues_the_mark(postgres_url, tmp_path, refusal):
+    """The server turns the database read-only (default_transaction_read_only) or takes no more connections
+    (CONNECTION LIMIT 0), and drops the app's open ones: the mark goes to the outbox, and is stored once the
+    server takes it again."""
+    with Database.open(postgres_url) as db:
+        grade_id = graded(db)
+    db = Database.open(postgres_url, outbox=tmp_path / "outbox.jsonl")
+    name = sa.make_url(postgres_url).database
+    admin = make_engine(postgres_url.rsplit("/", 1)[0] + "/postgres").execution_options(isolation_level="AUTOCOMMIT")
+    setting = {"read-only": ("SET default_transaction_read_only = on", "RESET default_transaction_read_only"),
+               "unreachable": ("CONNECTION LIMIT 0", "CONNECTION LIMIT -1")}[refusal]
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'ALTER DATABASE "{name}" {setting[0]}')
+        connection.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' "
+                                   "AND pid <> pg_backend_pid()")
+    receipt = db.add_override(grade_id, examiner="alice", final_score=4.0, agreement=None)
+    assert receipt.queued and str(receipt.error).endswith("your override was kept and will be retried")
+    assert ("read-only" if refusal == "read-only" else "cannot be opened or reached") in str(receipt.error)
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f'ALTER DATABASE "{name}" {setting[1]}')
+        connection.exec_driver_sql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' "
+                                   "AND pid <> pg_backend_pid()")
+    admin.dispose()
+    assert db.flush_outbox() == 1 and [m["override_uuid"] for m in db.grade(grade_id)["overrides"]] == [receipt.uuid]
+    db.close()

@@ -134,11 +134,12 @@ def test_migration_matches_models_and_connections_are_configured(db):
         assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10000, "synchronous": 2}  # FULL
 
 
-def write_overrides(url: str, n: int) -> list[tuple[str, int | None]]:
+def write_overrides(url: str, n: int) -> list[tuple[str, int | None, str | None]]:
     with Database.open(url, synchronous="NORMAL") as db:
         grade_id = add_graded(db)
-        return [(r.uuid, r.id) for r in (db.add_override(grade_id, examiner=f"examiner-{os.getpid()}",
-                                                          final_score=i % 10, agreement="agree") for i in range(n))]
+        receipts = [db.add_override(grade_id, examiner=f"examiner-{os.getpid()}", final_score=i % 10,
+                                    agreement="agree") for i in range(n)]
+        return [(r.uuid, r.id, r.error and str(r.error)) for r in receipts]
 
 
 def test_concurrent_writer_processes(backend_url):
@@ -148,8 +149,8 @@ def test_concurrent_writer_processes(backend_url):
     benchmarks/bench_storage.py)."""
     with multiprocessing.get_context("spawn").Pool(8) as pool:
         results = pool.starmap(write_overrides, [(backend_url, 1000)] * 8)
-    acknowledged = [r for worker in results for r in worker]
-    assert all(id is not None for _, id in acknowledged)  # none had to be queued
+    acknowledged = [(uuid, id) for worker in results for uuid, id, _ in worker]
+    assert [error for worker in results for _, _, error in worker if error] == []  # none had to be queued
     with Database.open(backend_url) as db, db.engine.connect() as connection:
         stored = dict(connection.execute(sa.select(Override.override_uuid, Override.id)).all())
     assert len(stored) == len(acknowledged) == 8000 and stored == dict(acknowledged)
@@ -453,6 +454,8 @@ def test_double_marking_and_adjudication(db):
     assert b.phase == "second" and db.final_mark(g2) == {"score": 6.5, "status": "agreed", "marks": [a.id, b.id]}
     correction = db.add_override(g2, examiner="bob", final_score=8.0, agreement="agree")  # stays a second mark
     assert correction.phase == "second" and db.final_mark(g2)["status"] == "awaiting adjudication"
+    late = db.add_override(g2, examiner="erin", final_score=6.0, agreement="agree")  # a second marker who came late
+    assert late.phase == "second" and db.final_mark(g2) == {"score": 6.0, "status": "agreed", "marks": [a.id, late.id]}
 
     assert db.final_mark(g3) == {"score": None, "status": "unmarked", "marks": []}
     with pytest.raises(ValueError, match="no grade"):
