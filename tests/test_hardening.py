@@ -35,7 +35,7 @@ from storage.backup import backup
 from storage.outbox import outbox_path
 from ui import callbacks as cb
 from ui.app import build_app
-from ui.charts import agreement_figure, timeline_figure
+from ui.charts import drift_figure, timeline_figure
 from ui.config import AppConfig
 from ui.login import ATTEMPTS
 
@@ -523,8 +523,8 @@ def test_row11_transcript_words_reach_the_timeline_as_text():
 def test_row11_examiner_names_reach_the_agreement_plot_as_text():
     """Plotly renders <a href>, <span style> and <br> in trace names: a name is escaped, so it shows as typed."""
     names = ['<a href="https://example.org">click</a>', '<span style="font-size:80px">big</span>', "ann<br>"]
-    fig = agreement_figure([5.0, 6.0, 7.0], [5.0, 6.0, 7.0], names, None)
-    examiners = [t for t in fig.data if t.name != "perfect agreement"]
+    fig = drift_figure([[name, "2026-11-30", 3, "yes", 50.0, 0.5] for name in names])
+    examiners = list(fig.data)
     assert sorted(t.name for t in examiners) == sorted(
         ["&lt;a href=&quot;https://example.org&quot;&gt;click&lt;/a&gt;",
          "&lt;span style=&quot;font-size:80px&quot;&gt;big&lt;/span&gt;", "ann&lt;br&gt;"])

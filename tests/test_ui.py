@@ -200,17 +200,30 @@ def test_history_and_export(services, speech_clip, silent_wav):
     assert len(exported) == 2 and exported[1]["examiner"] == "ann"
 
 
-def test_agreement_metrics_plot_and_csv(services, speech_clip):
-    assert cb.agreement(services)[2].startswith("No overrides")
-    for examiner, final in (("ann", 6.0), ("bob", 8.0)):
-        graded = cb.grade_file(services, speech_clip)
-        cb.save_override(services, graded.grade_id, final, "partly", "", "", examiner)
-    table, fig, summary, path = cb.agreement(services, "soft")
-    assert [row[0] for row in table] == ["all examiners", "ann", "bob"] and table[0][1] == 2
-    assert {t.name for t in fig.data} == {"ann", "bob", "perfect agreement"}
-    assert "RMSE" in summary
-    with open(path) as f:
-        assert [r["examiner"] for r in csv.DictReader(f)] == ["ann", "bob"]
+def test_agreement_tables_plot_and_csvs(services, speech_clip, silent_wav):
+    """Two responses, ann marks both, bob one: the figures of ann's row, worked out here by hand."""
+    assert cb.agreement(services).summary.startswith("No marks yet")
+    first, second = cb.grade_file(services, speech_clip), cb.grade_file(services, speech_clip)
+    cb.grade_file(services, silent_wav)  # not scored: in no table
+    for grade, examiner, final in ((first, "ann", 3.0), (second, "ann", 9.0), (first, "bob", 8.0)):
+        cb.save_override(services, grade.grade_id, final, "partly", "", "", examiner)
+    report = cb.agreement(services, "regression")
+    model = [services.db.grade(g.grade_id)["regression"] for g in (first, second)]
+    bias = round(((3.0 - model[0]) + (9.0 - model[1])) / 2, 2)
+    exact = 100 * sum(abs(m - round(x)) < 0.5 for m, x in zip((3.0, 9.0), model)) / 2
+    vs_model = report.tables["Examiners against the model"]
+    ann = next(row for row in vs_model.split("<tr") if row.startswith(" class=too-small><td>ann<"))
+    cells = [c.split("</td>")[0] for c in ann.split("<td>")[1:]]
+    assert cells[1:3] == ["2", "yes"] and cells[-1] == str(bias) and cells[-3] == str(round(exact, 1))
+    assert 'title="Pearson r: how closely' in vs_model and "Too few to judge" in vs_model
+    assert "Fewer than 10 responses" in report.summary and "**2** marked responses, **3** marks" in report.summary
+    assert {t.name for t in report.drift.data} == {"ann", "bob"}
+    assert [Path(p).name for p in report.csvs] == ["agreement-vs-model.csv", "agreement-vs-examiners.csv",
+                                                   "agreement-distributions.csv", "agreement-drift.csv"]
+    with open(report.csvs[0]) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["Examiner"] for r in rows] == ["All examiners (final marks)", "ann", "bob"]
+    assert float(rows[1]["Marks higher by"]) == bias
 
 
 def test_batch_from_zip_and_manifest(services, speech_clip, silent_wav, tmp_path):

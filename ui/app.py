@@ -34,8 +34,9 @@ def build_app(services: Services, auth: bool = False) -> gr.Blocks:
             gr.Markdown("# L2 speaking grader\nRecord or upload a spoken answer in English; the model scores it, "
                         "and examiners mark it: in the Review tab, blind or double-marked as the session asks.")
             if auth:
-                signed_in = gr.HTML(elem_id="signed-in")
-                gr.Button("Log out", link="/logout", size="sm", scale=0, min_width=90, elem_id="logout")
+                with gr.Column(scale=0, min_width=240, elem_id="account"):
+                    signed_in = gr.HTML(elem_id="signed-in")
+                    gr.Button("Log out", link="/logout", size="sm", elem_id="logout")
 
                 def signed(request: gr.Request):
                     name = getattr(request, "username", None)
@@ -64,7 +65,7 @@ def build_app(services: Services, auth: bool = False) -> gr.Blocks:
 
         def pick(table, evt: gr.SelectData):
             """A History or Batch row, clicked: its grade opens in the Review tab."""
-            grade_id = table.iloc[evt.index[0]][table.columns.get_loc("grade")] if len(table) else None
+            grade_id = table["grade"].iloc[evt.index[0]] if len(table) else None
             if grade_id in (None, ""):
                 raise gr.Error("This row has no grade to open.")
             return int(grade_id), gr.Tabs(selected="review")

@@ -32,14 +32,14 @@ from grader.data import ManifestError, read_manifest
 from grader.evidence import build_evidence
 from grader.inference import AssessOptions, Assessment, Grader, Prediction
 from grader.review import Review
-from grader.metrics import score_metrics
 from grader.scale import ScoreScale, get_scale
 from storage import AGREEMENTS, Database, StorageError
+from storage import agreement as agreement_tables
 from storage.marking import STAFF
 from storage.models import MAX_CANDIDATE, MAX_FILE_NAME, MAX_PART, MAX_SESSION_NAME
 from storage.export import ASPECT_COLUMNS, spreadsheet_safe, word_columns
 
-from .charts import agreement_figure, distribution_figure, timeline_figure
+from .charts import distribution_figure, drift_figure, timeline_figure
 from .config import AppConfig
 from .cards import evidence_html, result_card
 
@@ -486,35 +486,61 @@ def export_history(services: Services, candidate: str = "", task_part: str = "",
     return str(path)
 
 
-AGREEMENT_COLUMNS = ["examiner", "n", "rmse", "pcc", "src", "krc", "within_0_5", "within_1_0"]
+@dataclass
+class AgreementReport:
+    """The Agreement tab's contents: each storage.agreement table as HTML, the drift plot, and a CSV per table."""
+    summary: str
+    tables: dict[str, str]  # title -> HTML
+    drift: go.Figure
+    csvs: list[str]
 
 
-def agreement(services: Services, head: str = "regression") -> tuple[list[list], go.Figure, str, str | None]:
-    """Model (`head`: regression or soft) against examiners' final scores: overall and per-examiner metrics,
-    the scatter plot, a summary line, and the CSV of pairs."""
-    pairs = services.db.override_pairs()
-    if not pairs:
-        return [], agreement_figure([], [], [], _scale(services)), "No overrides yet: nothing to compare.", None
-    model = [p[f"model_{head}"] for p in pairs]
-    final = [p["final_score"] for p in pairs]
-    who = [p["examiner"] for p in pairs]
-    table = [_metric_row("all examiners", model, final)]
-    for name in sorted(set(who)):
-        picked = [i for i, w in enumerate(who) if w == name]
-        table.append(_metric_row(name, [model[i] for i in picked], [final[i] for i in picked]))
-    columns = ["grade_id", "part", "examiner", "model_regression", "model_soft", "final_score", "agreement",
-               "created_at"]
-    csv_path = write_csv(services, "agreement.csv", columns, [[p[c] for c in columns] for p in pairs])
-    overall = table[0]
-    pearson = overall[3] if overall[3] != "" else "n/a (needs two or more different scores)"
-    summary = (f"**{overall[1]}** examiner decisions from {len(set(who))} examiner(s), model {head} score: "
-               f"RMSE {overall[2]}, Pearson {pearson}, within 0.5: {overall[6]} %, within 1.0: {overall[7]} %.")
-    return table, agreement_figure(model, final, who, _scale(services), head), summary, csv_path
+AGREEMENT_TABLES = {"Examiners against the model": "vs-model", "Examiners against each other": "vs-examiners",
+                    "How examiners mark (distribution)": "distributions", "Drift over time": "drift"}
 
 
-def _metric_row(name: str, model: list[float], final: list[float]) -> list:
-    m = score_metrics(model, final)
-    return [name, m["n"], *(_round(m[k]) for k in AGREEMENT_COLUMNS[2:])]
+def agreement(services: Services, head: str = "regression", session: int | None = None,
+              independent: bool = False) -> AgreementReport:
+    """storage.agreement's tables over the marked responses (of one session, if given): each examiner against the
+    model's `head` score (`independent`: only marks entered before the model was shown), examiners against each
+    other, their mark distributions and weekly drift; plain headers, the metric's name on hover."""
+    scale = _scale(services)
+    if scale is None:
+        raise gr.Error(services.load_error or NO_CHECKPOINT, title="No checkpoint")
+    if head not in agreement_tables.HEADS:
+        raise gr.Error(f"Choose the model's score: {', '.join(agreement_tables.HEADS)}.")
+    grades = services.db.marked(scale.name, session_id=int(session) if session else None)
+    tables = dict(zip(AGREEMENT_TABLES, (agreement_tables.examiners_vs_model(grades, scale, head, independent),
+                                         agreement_tables.examiners_vs_examiners(grades, scale),
+                                         agreement_tables.distributions(grades, scale),
+                                         agreement_tables.drift(grades, scale, head))))
+    csvs = []
+    for title, table in tables.items():
+        path = download_path(services, f"agreement-{AGREEMENT_TABLES[title]}.csv")
+        table.write_csv(path)
+        csvs.append(str(path))
+    marks = sum(len(g["marks"]) for g in grades)
+    summary = (f"**{len(grades)}** marked responses, **{marks}** marks by "
+               f"{len({m['examiner'] for g in grades for m in g['marks']})} examiner(s), on the {scale.name} scale."
+               if grades else "No marks yet: nothing to compare.")
+    if any(row[2] == "yes" for row in tables["Examiners against the model"].rows):
+        summary += (f" **Fewer than {agreement_tables.MIN_N} responses** in a row marked “too few”: its figures "
+                    "say little about the examiner (a correlation from 2 responses is always ±1).")
+    return AgreementReport(summary, {t: agreement_html(table) for t, table in tables.items()},
+                           drift_figure(tables["Drift over time"].rows), csvs)
+
+
+def agreement_html(table: "agreement_tables.Table") -> str:
+    """A table with plain headers, the metric's name and meaning on hover, and rows too small to judge greyed."""
+    small = next((i for i, (_, metric, _) in enumerate(table.columns) if metric.startswith("n <")), None)
+    head = "".join(f'<th title="{html.escape(f"{metric}: {help_}")}">{html.escape(header)}</th>'
+                   for header, metric, help_ in table.columns)
+    body = "".join(
+        f'<tr{" class=too-small" if small is not None and row[small] == "yes" else ""}>'
+        + "".join(f"<td>{'–' if v is None else html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in table.rows)
+    return (f'<div class="agreement"><p class="meta">{html.escape(table.note)}</p>'
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 # ---- batch ------------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """Plotly figures for the app: one score's class distribution, a recording's timeline of speech, pauses and words,
-and model-versus-examiner agreement.
+and each examiner's drift against the model.
 
 Plotly reads text as markup (<a href>, <span style>, <br>): every string from a person or a recording (examiner
 names, transcript words) is HTML-escaped first, which Plotly shows as the literal text.
@@ -40,22 +40,20 @@ def distribution_figure(score: AspectScore, scale: ScoreScale, aspect: str = "to
     return fig
 
 
-def agreement_figure(model: Sequence[float], examiner: Sequence[float], who: Sequence[str],
-                     scale: ScoreScale | None, label: str = "model") -> go.Figure:
-    """Model score against the examiner's final score, one colour per examiner, with the line of perfect
-    agreement."""
+def drift_figure(rows: Sequence[Sequence]) -> go.Figure:
+    """Each examiner's mean bias (their mark minus the model's) week by week, one line per examiner, from the drift
+    table's rows (examiner, week, n, too few, exact %, bias): a line leaving 0 is an examiner drifting."""
     fig = go.Figure()
-    for name in sorted(set(who)):
-        points = [(m, e) for m, e, w in zip(model, examiner, who) if w == name]
-        fig.add_trace(go.Scatter(x=[e for _, e in points], y=[m for m, _ in points], mode="markers",
-                                 name=html.escape(name), marker=dict(size=9, opacity=0.75),
-                                 hovertemplate="examiner %{x}, model %{y:.2f}<extra>%{fullData.name}</extra>"))
-    low = scale.min if scale else min([*model, *examiner], default=0)
-    high = scale.max if scale else max([*model, *examiner], default=1)
-    fig.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="perfect agreement",
-                             line=dict(color="#888", dash="dot")))
-    fig.update_layout(xaxis_title="examiner final score", yaxis_title=f"{label} score", height=380,
-                      template="plotly_white", margin=dict(l=50, r=20, t=30, b=40))
+    for name in sorted({row[0] for row in rows}):
+        mine = [row for row in rows if row[0] == name]
+        fig.add_trace(go.Scatter(x=[r[1] for r in mine], y=[r[5] for r in mine], mode="lines+markers",
+                                 name=html.escape(name), customdata=[[r[2], r[4]] for r in mine],
+                                 hovertemplate="week of %{x}: marks higher by %{y:.2f} (n %{customdata[0]}, same "
+                                               "class %{customdata[1]} %)<extra>%{fullData.name}</extra>"))
+    fig.add_hline(y=0, line=dict(color="#888", dash="dot"))
+    fig.update_layout(xaxis=dict(title="week of", type="category"), yaxis_title="marks higher than the model by",
+                      height=340, template="plotly_white", margin=dict(l=50, r=20, t=30, b=40),
+                      title=dict(text="Drift: each examiner against the model, week by week", x=0.02))
     return fig
 
 

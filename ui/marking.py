@@ -46,7 +46,9 @@ def queue_rows(services: Services, examiner: str, role: str, session: int | None
 
 
 def session_choices(services: Services) -> list[tuple[str, int]]:
-    return [(f'{s["name"]} ({s["responses"]} responses)', s["id"]) for s in services.db.sessions()]
+    """The session filter's choices: 0 is every session (a default, so scripts may leave the filter out)."""
+    return [("All sessions", 0)] + [(f'{s["name"]} ({s["responses"]} responses)', s["id"])
+                                    for s in services.db.sessions()]
 
 
 @dataclass
@@ -129,13 +131,15 @@ def heading_html(view: dict) -> str:
 def marks_html(view: dict) -> str:
     """The marks this examiner may see, oldest first, and the final mark when they may see it."""
     rows = "".join(
-        f'<tr><td>{_when(m["created_at"])}</td><td>{html.escape(m["examiner"])}</td><td>{html.escape(m["role"])}</td>'
-        f'<td>{html.escape(m["phase"])}</td><td>{m["final_score"]:g}</td><td>{html.escape(m["agreement"] or "")}</td>'
-        f'<td>{html.escape(m["reason_code"] or "")}</td><td>{html.escape(m["comment"] or "")}</td>'
-        f'<td>{"yes" if m["model_seen"] else "no"}</td></tr>' for m in view["marks"])
-    table = (f'<table class="marks"><tr><th>when (UTC)</th><th>examiner</th><th>role</th><th>phase</th>'
-             f'<th>score</th><th>agreement with the model</th><th>reason</th><th>comment</th>'
-             f'<th>model seen first</th></tr>{rows}</table>') if rows else '<p class="meta">No marks yet.</p>'
+        f'<tr><td>{_when(m["created_at"])}</td><td>{html.escape(m["examiner"])} ({html.escape(m["role"])})</td>'
+        f'<td>{html.escape(m["phase"])}</td><td><strong>{m["final_score"]:g}</strong></td>'
+        f'<td>{"yes" if m["model_seen"] else "no"}{", " + html.escape(m["agreement"]) if m["agreement"] else ""}</td>'
+        f'<td>{html.escape("; ".join(x for x in (m["reason_code"], m["comment"]) if x))}</td></tr>'
+        for m in view["marks"])
+    table = (f'<table class="marks"><tr><th>when (UTC)</th><th>examiner</th><th>phase</th><th>score</th>'
+             f'<th title="whether the model\'s result was shown before this mark, and the examiner\'s agreement with '
+             f'it">model seen</th><th>reason, comment</th></tr>{rows}</table>') if rows else \
+        '<p class="meta">No marks yet.</p>'
     hidden = (f'<p class="meta">{view["hidden_marks"]} other mark(s) are not shown until every mark awaited is in, '
               "so that they do not sway yours.</p>") if view["hidden_marks"] else ""
     final = view["final"]

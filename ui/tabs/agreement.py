@@ -1,26 +1,37 @@
-"""The Agreement tab: the model's scores against examiners' final scores, overall and per examiner."""
+"""The Agreement tab: how examiners agree with the model and with each other (storage.agreement's tables), each
+examiner's mark distribution and drift over time, in plain headers with the metric's name on hover, and a CSV of
+every table."""
 
 import gradio as gr
-import pandas as pd
 
 from .. import callbacks as cb
+from .. import marking
 from ..callbacks import Services
+from storage.agreement import HEADS
 
 
 def build(services: Services) -> None:
-    gr.Markdown("How the model's score compares with examiners' final scores, over every response with an override "
-                "(the latest per response).")
+    gr.Markdown("Each examiner's latest mark of each response, against the model and against the other marker of a "
+                "double-marked response. Hover a column's header for the measure it shows.")
     with gr.Row():
-        head = gr.Radio(["regression", "soft"], value="regression", label="Model score")
-        compare = gr.Button("Compute", variant="primary")
-    summary = gr.Markdown()
-    metrics = gr.Dataframe(headers=cb.AGREEMENT_COLUMNS, interactive=False)
-    scatter = gr.Plot(show_label=False)
-    agreement_csv = gr.File(label="CSV of pairs", interactive=False)
+        session = gr.Dropdown(marking.session_choices(services), value=0, label="Session", scale=2)
+        head = gr.Radio(list(HEADS), value="regression", label="Model score", scale=2)
+        independent = gr.Checkbox(label="Only marks made before seeing the model (blind)", scale=1)
+        compare = gr.Button("Compute", variant="primary", scale=1)
+    summary = gr.Markdown(elem_id="agreement-summary")
+    panels = []
+    for title in cb.AGREEMENT_TABLES:
+        gr.Markdown(f"### {title}")
+        panels.append(gr.HTML(elem_id=f"agreement-{cb.AGREEMENT_TABLES[title]}"))
+        if title == "Drift over time":
+            drift = gr.Plot(show_label=False, elem_id="drift-plot")
+    csvs = gr.File(label="CSV of every table", file_count="multiple", interactive=False)
 
     @cb.event
-    def show_agreement(h):
-        table, fig, text, path = cb.agreement(services, h)
-        return pd.DataFrame(table, columns=cb.AGREEMENT_COLUMNS), fig, text, path
+    def show_agreement(h, s, blind_only):
+        report = cb.agreement(services, h, s, bool(blind_only))
+        return (report.summary, *report.tables.values(), report.drift, report.csvs,
+                gr.Dropdown(choices=marking.session_choices(services)))
 
-    compare.click(show_agreement, head, [metrics, scatter, summary, agreement_csv], api_name="agreement")
+    compare.click(show_agreement, [head, session, independent], [summary, *panels, drift, csvs, session],
+                  api_name="agreement")

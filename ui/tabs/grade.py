@@ -95,7 +95,14 @@ def build(services: Services, who: Callable[[gr.Request | None, str], str], role
     graded_event.success(evidence, [graded_state], [evidence_panel, timeline, word_pick, evidence_json,
                                                     evidence_state],
                          api_name="evidence", concurrency_limit=services.config.concurrency, concurrency_id="model")
-    word_pick.change(cb.event(cb.word_audio), [evidence_state, word_pick], word_clip, api_name="word_audio")
+    @cb.event
+    def word_audio(found, index):
+        if blind:
+            raise gr.Error("Under blind marking the evidence, words too, is shown in the Review tab once your mark "
+                           "is saved.")
+        return cb.word_audio(found, index)
+
+    word_pick.change(word_audio, [evidence_state, word_pick], word_clip, api_name="word_audio")
 
     @cb.event
     def override(rid, score, agree, code, text, name, request: gr.Request):

@@ -11,7 +11,7 @@ from ..callbacks import Services
 
 def build(services: Services, role) -> gr.Dataframe:
     with gr.Row():
-        f_session = gr.Dropdown(marking.session_choices(services), value=None, label="Session", scale=2)
+        f_session = gr.Dropdown(marking.session_choices(services), value=0, label="Session", scale=2)
         f_candidate = gr.Textbox(label="Candidate id", max_lines=1)
         f_part = gr.Textbox(label="Task part", max_lines=1)
         f_examiner = gr.Textbox(label="Examiner (only responses they marked)", max_lines=1)

@@ -26,7 +26,7 @@ def build(services: Services, who: Callable, role: Callable, auth: bool) -> Revi
     scale = services.grader.scale if services.grader else None
     with gr.Accordion("Awaiting my mark", open=True):
         with gr.Row():
-            q_session = gr.Dropdown(marking.session_choices(services), value=None, label="Session", scale=2)
+            q_session = gr.Dropdown(marking.session_choices(services), value=0, label="Session", scale=2)
             q_candidate = gr.Textbox(label="Candidate id", max_lines=1, scale=1)
             q_part = gr.Textbox(label="Task part", max_lines=1, scale=1)
             q_random = gr.Checkbox(label="Random order", scale=1)
@@ -38,27 +38,28 @@ def build(services: Services, who: Callable, role: Callable, auth: bool) -> Revi
         grade_id = gr.Number(label="Grade #", precision=0, minimum=1, scale=1, elem_id="review-grade")
         open_button = gr.Button("Open", scale=0, min_width=100)
     heading = gr.HTML(elem_id="review-head")
+    opened = gr.State()
     with gr.Row():
-        with gr.Column(scale=2):
+        with gr.Column(scale=1):
             audio = gr.Audio(label="Recording", type="numpy", interactive=False, elem_id="review-audio")
             card = gr.HTML(elem_id="review-card")
-        with gr.Column(scale=3):
-            chart = gr.Plot(show_label=False, elem_id="review-chart")
+        with gr.Column(scale=1):
+            marks = gr.HTML(elem_id="review-marks")
+            with gr.Group(elem_id="mark-form"):
+                gr.Markdown("### Your mark")
+                with gr.Row():
+                    final = gr.Number(label=f"Final score ({scale.min:g}–{scale.max:g}, step {scale.step:g})"
+                                      if scale else "Final score", minimum=scale.min if scale else None,
+                                      maximum=scale.max if scale else None, step=scale.step if scale else 0.5,
+                                      value=lambda: None)  # empty, not 0 (gradio#6728)
+                    reason = gr.Dropdown(["", *cb.REASON_CODES], value="", label="Reason")
+                verdict = gr.Radio(list(cb.AGREEMENTS), label="Agreement with the model", visible=False)
+                comment = gr.Textbox(label="Comment", lines=1)
+                save = gr.Button("Save mark", variant="primary")
+                saved = gr.Markdown()
+    chart = gr.Plot(show_label=False, elem_id="review-chart", visible=False)
     evidence = gr.HTML(elem_id="review-evidence")
-    timeline = gr.Plot(show_label=False, elem_id="review-timeline")
-    marks = gr.HTML(elem_id="review-marks")
-    opened = gr.State()
-    with gr.Group(elem_id="mark-form"):
-        gr.Markdown("### Your mark")
-        with gr.Row():
-            final = gr.Number(label=f"Final score ({scale.min:g}–{scale.max:g}, step {scale.step:g})" if scale
-                              else "Final score", minimum=scale.min if scale else None,
-                              maximum=scale.max if scale else None, step=scale.step if scale else 0.5, scale=1)
-            verdict = gr.Radio(list(cb.AGREEMENTS), label="Agreement with the model", scale=2, visible=False)
-            reason = gr.Dropdown(["", *cb.REASON_CODES], value="", label="Reason", scale=2)
-            comment = gr.Textbox(label="Comment", lines=1, scale=3)
-        save = gr.Button("Save mark", variant="primary")
-        saved = gr.Markdown()
+    timeline = gr.Plot(show_label=False, elem_id="review-timeline", visible=False)
 
     @cb.event
     def show_queue(session, candidate, part, shuffled, name, request: gr.Request):
@@ -68,8 +69,11 @@ def build(services: Services, who: Callable, role: Callable, auth: bool) -> Revi
 
     @cb.event
     def open_grade(number, name, request: gr.Request):
-        *shown, state = marking.open_review(services, number, who(request, name), role(request))
-        return (*shown, state, gr.Radio(visible=state.model_visible, value=None), None, "", "", "")
+        head, sound, html_card, fig, html_evidence, time_fig, html_marks, state = marking.open_review(
+            services, number, who(request, name), role(request))
+        return (head, sound, html_card, gr.Plot(fig, visible=fig is not None), html_evidence,
+                gr.Plot(time_fig, visible=time_fig is not None), html_marks, state,
+                gr.Radio(visible=state.model_visible, value=None), None, "", "", "")
 
     @cb.event
     def save_mark(state, score, agree, code, text, name, request: gr.Request):
