@@ -286,14 +286,22 @@ class Database:
         return receipt
 
     def _store_override(self, record: dict[str, Any], check: bool = False) -> tuple[int, str]:
-        """Insert a validated override record, deciding its phase if it has none, in one transaction (so on SQLite
-        no other mark slips in between); returns its id and phase, also when it was stored before (a replay).
-        `check`: refuse a given phase that breaks independence (a live mark; a replay is stored as it was made)."""
+        """Insert a validated override record, deciding its phase if it has none; returns its id and phase, also
+        when it was stored before (a replay). `check`: refuse a given phase that breaks independence (a live mark;
+        a replay is stored as it was made). The marks are read before the write lock is taken (holding it longer
+        starves other writers), and the decision stands only if no mark of the grade came in meanwhile, checked
+        under the lock (on SQLite, where writers take turns, no other mark slips in between)."""
         row = Override(**OLD_RECORD | record | {"created_at": datetime.fromisoformat(record["created_at"])})
+        decide = row.phase is None or check
         try:
+            if decide:
+                with self._session(fate=QUEUED) as session:
+                    marking, last = self._marking(session, row.grade_id), session.scalar(LAST_MARK, {
+                        "grade_id": row.grade_id})
             with self._session(write=True, fate=QUEUED) as session:
-                if row.phase is None or check:
-                    marking = self._marking(session, row.grade_id)
+                if decide:
+                    if session.scalar(LAST_MARK, {"grade_id": row.grade_id}) != last:  # another mark came in
+                        marking = self._marking(session, row.grade_id)
                     row.phase = row.phase or marking.phase_for(row.examiner, row.role)
                     if check:
                         marking.check(row.examiner, row.role, row.phase)
@@ -310,7 +318,7 @@ class Database:
 
     def _marking(self, session: Session, grade_id: int) -> Marking:
         """A grade's marking state (its marks, its session's sample and threshold); ValueError for no grade. Read
-        inside a mark's write transaction, so two statements built once (MARKING_GRADE, MARKING_MARKS)."""
+        for every mark stored, so two statements built once (MARKING_GRADE, MARKING_MARKS)."""
         row = session.execute(MARKING_GRADE, {"grade_id": grade_id}).first()
         if row is None:
             raise ValueError(f"no grade {grade_id}")
@@ -597,5 +605,6 @@ MARKING_GRADE = (sa.select(Grade.scale_name, Response.id.label("response_id"), E
                  .outerjoin(ExamSession, ExamSession.id == Response.session_id)
                  .where(Grade.id == sa.bindparam("grade_id")))
 _ranked = latest_overrides(Override.examiner, Override.phase, where=(Override.grade_id == sa.bindparam("grade_id"),))
+LAST_MARK = sa.select(sa.func.max(Override.id)).where(Override.grade_id == sa.bindparam("grade_id"))
 MARKING_MARKS = (sa.select(*(_ranked.c[k] for k in ("id", "examiner", "phase", "role", "final_score", "created_at")))
                  .where(_ranked.c.rank == 1).order_by(_ranked.c.created_at, _ranked.c.id))

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from storage import (AGREEMENTS, Base, Database, DatabaseFull, DatabaseLocked, DatabaseReadOnly, DatabaseUnavailable,
                      Override, StorageError)
+from storage.database import override_record
 from storage.outbox import Outbox
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,12 +246,17 @@ def test_override_is_not_acknowledged_when_it_cannot_be_queued(tmp_path):
 
 
 def test_queued_override_for_a_missing_grade_stays_queued(tmp_path):
+    """A live mark of a grade that does not exist is refused at once (the marks are read before the write lock, and
+    WAL readers pass a writer's lock); one queued for a grade the database no longer has stays queued."""
     path = tmp_path / "grades.db"
     with Database.open(path, busy_timeout_s=0.05) as db:
         grade_id = add_graded(db)
         locker = lock(path)
-        assert db.add_override(grade_id + 99, examiner="alice", final_score=7.0, agreement="agree").queued
+        with pytest.raises(ValueError, match=f"no grade {grade_id + 99}"):
+            db.add_override(grade_id + 99, examiner="alice", final_score=7.0, agreement="agree")
         locker.rollback()
+        db.outbox.append(override_record(grade_id + 99, examiner="alice", final_score=7.0, agreement="agree",
+                                         reason_code=None, comment=None))
         assert db.flush_outbox() == 0 and len(db.outbox.read()) == 1
         assert not db.add_override(grade_id, examiner="alice", final_score=7.0, agreement="agree").queued
         assert len(db.outbox.read()) == 1 and count_overrides(db) == 1
