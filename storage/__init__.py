@@ -16,6 +16,9 @@ role and a phase (first, second, adjudication):
     db.add_override(grade_id, examiner="bob", final_score=6.0, agreement=None, phase=view["phase"],
                     seen=["audio"])
     db.final_mark(grade_id)  # {"score", "status", "marks"}
+
+Agreement (storage.agreement, over db.marked()): examiners against the model and each other, mark distributions,
+weekly drift, as tables with plain headers and CSV-ready rows.
 """
 
 from .database import Database, Receipt
