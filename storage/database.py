@@ -475,18 +475,6 @@ class Database:
         """Write history() (all rows unless `limit` is given) as CSV; returns the number of rows."""
         return write_history_csv(self.history(**{"limit": None} | filters), path)
 
-    def override_pairs(self) -> list[dict[str, Any]]:
-        """(model score, examiner score) pairs for agreement analysis: each examiner's latest override of each
-        scorable grade, with the model's headline soft and regression scores."""
-        latest = latest_overrides(Override.grade_id, Override.examiner)
-        query = (sa.select(Grade.id.label("grade_id"), Response.part, latest.c.examiner,
-                           Grade.soft.label("model_soft"), Grade.regression.label("model_regression"),
-                           latest.c.final_score, latest.c.agreement, latest.c.created_at)
-                 .join(Grade, Grade.id == latest.c.grade_id).join(Response, Response.id == Grade.response_id)
-                 .where(latest.c.rank == 1, Grade.scorable).order_by(latest.c.created_at, latest.c.id))
-        with self._session() as session:
-            return [dict(row) for row in session.execute(query).mappings()]
-
 
 def override_record(grade_id: int, *, examiner: str, final_score: float, agreement: str | None,
                     reason_code: str | None, comment: str | None, role: str = "examiner", phase: str | None = None,

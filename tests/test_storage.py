@@ -98,9 +98,10 @@ def test_overrides_are_append_only_and_history_shows_the_latest(db, tmp_path):
     assert db.history(since=datetime.now(UTC) + timedelta(hours=1)) == []
     assert len(db.history(until=datetime.now(UTC) + timedelta(hours=1), limit=1)) == 1
 
-    pairs = db.override_pairs()  # each examiner's latest word on each grade
-    assert sorted((p["grade_id"], p["examiner"], p["final_score"], p["model_soft"]) for p in pairs) == [
-        (first, "alice", 6.0, 7.4), (first, "bob", 7.5, 7.4), (second, "alice", 5.0, 7.4)]
+    marked = db.marked()  # what the agreement tables read: every mark of every marked grade, and the model's
+    assert [(g["grade_id"], g["soft"], [(m["examiner"], m["final_score"]) for m in g["marks"]]) for g in marked] == [
+        (first, 7.4, [("alice", 6.0), ("bob", 7.5)]), (second, 7.4, [("alice", 5.0)])]
+    assert marked[0]["final"] == {"score": 7.5, "status": "marked", "marks": [new.id]}
 
     assert db.export_history_csv(tmp_path / "history.csv") == 2
     with open(tmp_path / "history.csv", encoding="utf-8") as f:
