@@ -85,7 +85,8 @@ def test_tables_from_the_database(tmp_path):
 
         table = examiners_vs_model(grades, SO)
         assert table.headers[:3] == ["Examiner", "Responses", "Too few to judge"]
-        assert ("Same-class agreement", "Gwet's AC1") == table.columns[7][:2] and all(len(c) == 3 for c in table.columns)
+        assert table.columns[7][:2] == ("Same-class agreement", "Gwet's AC1")
+        assert all(len(column) == 3 for column in table.columns)  # (header, metric, help)
         rows = {row[0]: row for row in table.rows}
         # every response once, with its final mark: 6.5 (two marks agreed), 7, 8, 5 against 6, 8, 8, 7
         overall = rows["All examiners (final marks)"]

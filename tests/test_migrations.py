@@ -3,7 +3,6 @@ migrated schema is the models' (on SQLite here, and on PostgreSQL where tests/co
 
 from datetime import UTC, datetime
 
-import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
