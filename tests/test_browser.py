@@ -151,6 +151,24 @@ def test_evidence_panel_follows_the_score(speechocean_clips, tmp_path):
     assert evidence["version"] == 1 and evidence["measures"]["pauses"] >= 2 and evidence["reference"]
 
 
+def test_gradio_client_plays_a_word_back(speechocean_clips, tmp_path):
+    """Issue 16: /word_audio refused a script's word index ("not in the list of choices")."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    with launch_app(DEFAULT_CHECKPOINT, tmp_path) as app:
+        client = Client(app.url, verbose=False)
+        client.predict(handle_file(str(speechocean_clips / "audio" / "000360013.flac")), "", "", "",
+                       api_name="/grade")
+        words = client.predict(api_name="/evidence")[-1]["transcript"]["words"]
+        clip = client.predict(0, api_name="/word_audio")
+        with pytest.raises(AppError, match="Pick a word of the transcript: a number from 0"):
+            client.predict(len(words), api_name="/word_audio")
+    import soundfile as sf
+    audio, rate = sf.read(clip)
+    assert rate == 16_000 and len(audio) >= int((words[0]["end"] - words[0]["start"]) * rate)
+
+
 @pytest.mark.browser
 def test_an_answer_to_another_text_is_flagged_on_the_card(speechocean_clips, tmp_path):
     """The shipped grader on a real answer ("IT'S JUST SO HARD TO PICTURE") graded against another clip's sentence:

@@ -313,7 +313,8 @@ def test_a_word_is_picked_by_its_index_and_anything_else_has_a_message():
 
 
 def test_the_page_says_who_is_logged_in(services):
-    assert "Logged in as <strong>&lt;b&gt;ann&lt;/b&gt;</strong> (adjudicator)" in cb.signed_in_html("<b>ann</b>", "adjudicator")
+    shown = cb.signed_in_html("<b>ann</b>", "adjudicator")
+    assert "Logged in as <strong>&lt;b&gt;ann&lt;/b&gt;</strong> (adjudicator)" in shown
     demo = build_app(services, auth=True)
     assert any(isinstance(b, gr.Button) and b.link == "/logout" for b in demo.blocks.values())
 
@@ -353,7 +354,8 @@ def test_blind_double_marking_and_adjudication(services, speech_clip):
     with pytest.raises(gr.Error, match="agree, partly or disagree"):
         marking.save_mark(services, opened, 6, None, "", "", "cleo", "adjudicator")
     marking.save_mark(services, opened, 6, "partly", "", "", "cleo", "adjudicator")
-    assert services.db.final_mark(grade_id)["score"] == 6 and services.db.final_mark(grade_id)["status"] == "adjudicated"
+    assert services.db.final_mark(grade_id)["score"] == 6
+    assert services.db.final_mark(grade_id)["status"] == "adjudicated"
     stored = {m["examiner"]: m for m in services.db.grade(grade_id)["overrides"]}
     assert [stored[e]["phase"] for e in ("ann", "bob", "cleo")] == ["first", "second", "adjudication"]
     assert (stored["ann"]["model_seen"], stored["ann"]["seen"]) == (False, [])

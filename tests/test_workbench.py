@@ -65,7 +65,8 @@ def page_as(browser, app, user: str):
 
 def marks(app, grade_id: int) -> list[tuple]:
     with sqlite3.connect(app.db) as connection:
-        return connection.execute("SELECT examiner, role, phase, final_score, agreement, model_seen, seen FROM overrides "
+        return connection.execute("SELECT examiner, role, phase, final_score, agreement, model_seen, seen "
+                                  "FROM overrides "
                                   "WHERE grade_id = ? ORDER BY id", (grade_id,)).fetchall()
 
 
@@ -147,7 +148,8 @@ def test_a_second_mark_that_disagrees_goes_to_the_adjudicator_whose_mark_is_fina
 
     page = page_as(browser, app, "cleo")
     page.get_by_role("button", name="Show my queue").click()
-    page.locator("#queue .virtual-row").filter(has_text="adjudication").first.locator("[role=gridcell]").first.click(timeout=30_000)
+    queued = page.locator("#queue .virtual-row").filter(has_text="adjudication")
+    queued.first.locator("[role=gridcell]").first.click(timeout=30_000)
     expect(page.locator("#review-head")).to_contain_text("adjudication", timeout=30_000)
     expect(page.locator("#review-marks")).to_contain_text("ann")
     expect(page.locator("#review-marks")).to_contain_text("bob")
@@ -199,6 +201,21 @@ def test_the_agreement_tab_shows_the_figures_worked_out_by_hand(browser, app):
     page.context.close()
 
 
+def test_refusals_have_messages_and_print_no_traceback(app):
+    """Issue 16: every validation error (a gr.Error raised on purpose) once printed a traceback to the server log."""
+    from gradio_client.exceptions import AppError
+
+    bob = Client(app.url, auth=("bob", USERS["bob"][0]), verbose=False)
+    bob.predict(app.grades[CLIPS[1]], "", api_name="/review")
+    for score, message in ((6.5, "not a score on the speechocean762 scale"), (11, "between 0 and 10"),
+                           ("abc", "a number")):
+        with pytest.raises(AppError, match=message):
+            bob.predict(score, None, "", "", "", api_name="/mark")
+    with pytest.raises(AppError, match="Under blind marking, marks are entered in the Review tab"):
+        bob.predict(app.grades[CLIPS[1]], 5, "agree", "", "", "", api_name="/override")
+    assert "Traceback" not in app.log() and "refused" not in app.log().lower()
+
+
 def test_screenshots_of_every_tab_and_the_review_view(browser, app):
     """docs/: what README's "Using the app" shows, from this run (real clips graded by the shipped grader)."""
     from playwright.sync_api import expect
@@ -214,11 +231,13 @@ def test_screenshots_of_every_tab_and_the_review_view(browser, app):
     save_mark(page, 7)
     expect(page.locator("#review-evidence .transcript")).to_be_visible(timeout=30_000)
     page.screenshot(path=DOCS / "review.png", full_page=True)
-    for tab, show in (("History", "Show"), ("Agreement", "Compute"), ("Batch", None), ("Grade", None)):
+    for tab, show, shown in (("History", "Show", "#history .virtual-row"),
+                             ("Agreement", "Compute", "#drift-plot .js-plotly-plot"), ("Batch", None, None),
+                             ("Grade", None, None)):
         page.get_by_role("tab", name=tab).click()
         if show:
             page.get_by_role("button", name=show, exact=True).click()
-            page.wait_for_load_state("networkidle")
-            page.wait_for_timeout(1500)
+            expect(page.locator(shown).first).to_be_visible(timeout=30_000)
+            page.wait_for_timeout(1000)  # Plotly's and the table's layout settle
         page.screenshot(path=DOCS / f"{tab.lower()}.png", full_page=True)
     page.context.close()

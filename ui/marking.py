@@ -51,6 +51,12 @@ def session_choices(services: Services) -> list[tuple[str, int]]:
                                     for s in services.db.sessions()]
 
 
+def refresh_sessions(services: Services, dropdown: gr.Dropdown) -> None:
+    """A session filter lists the sessions as they are when it is opened (a batch may have made one since)."""
+    dropdown.focus(lambda: gr.Dropdown(choices=session_choices(services)), None, dropdown, api_name=False,
+                   queue=False)
+
+
 @dataclass
 class Opened:
     """A response as one examiner may see it before marking, and what the page shows of it, in order (`seen`)."""
@@ -164,6 +170,8 @@ def save_mark(services: Services, opened: Opened | None, final_score, agreement:
         agreement = None
     if reason_code not in (None, "", *REASON_CODES):
         raise gr.Error(f"Choose a reason from the list ({', '.join(REASON_CODES)}), or none.")
+    if not isinstance(comment, str | None):
+        raise gr.Error("The comment must be text.")
     if len(comment or "") > MAX_COMMENT:
         raise gr.Error(f"The comment is {len(comment):,} characters long; at most {MAX_COMMENT:,} are accepted.",
                        title="Text too long")

@@ -30,8 +30,7 @@ def build(services: Services) -> None:
     @cb.event
     def show_agreement(h, s, blind_only):
         report = cb.agreement(services, h, s, bool(blind_only))
-        return (report.summary, *report.tables.values(), report.drift, report.csvs,
-                gr.Dropdown(choices=marking.session_choices(services)))
+        return report.summary, *report.tables.values(), report.drift, report.csvs
 
-    compare.click(show_agreement, [head, session, independent], [summary, *panels, drift, csvs, session],
-                  api_name="agreement")
+    compare.click(show_agreement, [head, session, independent], [summary, *panels, drift, csvs], api_name="agreement")
+    marking.refresh_sessions(services, session)

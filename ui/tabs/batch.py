@@ -41,7 +41,8 @@ def build(services: Services, role) -> gr.Dataframe:
             yield pd.DataFrame(rows, columns=header), cb.write_csv(services, "batch-results.csv", header, rows)
 
     # One concurrency limit for every model run: Batch shares Grade's "model" group.
-    running = batch_button.click(run_batch, [batch_files, manifest, session, share], [batch_table, batch_csv], api_name="grade_batch",
+    running = batch_button.click(run_batch, [batch_files, manifest, session, share], [batch_table, batch_csv],
+                                 api_name="grade_batch",
                                  concurrency_limit=services.config.concurrency, concurrency_id="model")
     stop_button.click(None, cancels=[running])
     return batch_table

@@ -26,13 +26,14 @@ def build(services: Services, role) -> gr.Dataframe:
     @cb.event
     def show_history(c, p, e, s, request: gr.Request):
         rows = cb.history_rows(services, c or "", p or "", e or "", s, role(request))
-        return pd.DataFrame(rows, columns=cb.HISTORY_COLUMNS), gr.Dropdown(choices=marking.session_choices(services))
+        return pd.DataFrame(rows, columns=cb.HISTORY_COLUMNS)
 
     @cb.event
     def export_history(c, p, e, s, request: gr.Request):
         return cb.export_history(services, c or "", p or "", e or "", s, role(request))
 
     filters = [f_candidate, f_part, f_examiner, f_session]
-    refresh.click(show_history, filters, [history, f_session], api_name="history")
+    refresh.click(show_history, filters, history, api_name="history")
+    marking.refresh_sessions(services, f_session)
     export.click(export_history, filters, history_csv, api_name="export_history")
     return history

@@ -65,7 +65,7 @@ def build(services: Services, who: Callable, role: Callable, auth: bool) -> Revi
     def show_queue(session, candidate, part, shuffled, name, request: gr.Request):
         rows = marking.queue_rows(services, who(request, name), role(request), session, candidate or "", part or "",
                                   bool(shuffled))
-        return pd.DataFrame(rows, columns=marking.QUEUE_COLUMNS), gr.Dropdown(choices=marking.session_choices(services))
+        return pd.DataFrame(rows, columns=marking.QUEUE_COLUMNS)
 
     @cb.event
     def open_grade(number, name, request: gr.Request):
@@ -84,12 +84,14 @@ def build(services: Services, who: Callable, role: Callable, auth: bool) -> Revi
         return int(table.iloc[evt.index[0], 0])
 
     outputs = [heading, audio, card, chart, evidence, timeline, marks, opened, verdict, final, reason, comment, saved]
-    q_button.click(show_queue, [q_session, q_candidate, q_part, q_random, examiner], [queue, q_session],
-                   api_name="work_queue")
+    q_button.click(show_queue, [q_session, q_candidate, q_part, q_random, examiner], queue, api_name="work_queue")
+    marking.refresh_sessions(services, q_session)
     queue.select(pick, queue, grade_id, api_name=False).then(open_grade, [grade_id, examiner], outputs,
                                                              api_name=False)
-    open_button.click(open_grade, [grade_id, examiner], outputs, api_name="review")
+    # Raw values (preprocess=False), checked by ui.marking: a script's 11 or "abc" gets its message, and Gradio's
+    # own range check (which prints a traceback to the log) never runs.
+    open_button.click(open_grade, [grade_id, examiner], outputs, api_name="review", preprocess=False)
     # After a save the view opens again: under blind marking that is when the model's result first reaches the page.
-    save.click(save_mark, [opened, final, verdict, reason, comment, examiner], [saved, grade_id],
-               api_name="mark").success(open_grade, [grade_id, examiner], outputs[:9], api_name=False)
+    save.click(save_mark, [opened, final, verdict, reason, comment, examiner], [saved, grade_id], api_name="mark",
+               preprocess=False).success(open_grade, [grade_id, examiner], outputs[:9], api_name=False)
     return Review(grade_id, examiner, open_grade, outputs)
