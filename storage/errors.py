@@ -13,8 +13,11 @@ class StorageError(Exception):
     reason = "the database cannot be opened or reached"
 
     def __init__(self, fate: str = "", detail: str = ""):
-        self.fate = fate
+        self.fate, self.detail = fate, detail
         super().__init__("; ".join(filter(None, [self.reason + (f" ({detail})" if detail else ""), fate])))
+
+    def __reduce__(self):  # rebuilt from its parts (pickled between processes), not from the message
+        return type(self), (self.fate, self.detail)
 
 
 class DatabaseLocked(StorageError):

@@ -7,6 +7,7 @@ import json
 import math
 import multiprocessing
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -359,6 +360,8 @@ def test_storage_error_messages():
     assert str(DatabaseLocked("your override was kept and will be retried")) == (
         "the database is locked by another process; your override was kept and will be retried")
     assert issubclass(DatabaseFull, StorageError) and str(DatabaseUnavailable(detail="x")).endswith("(x)")
+    error = DatabaseUnavailable("kept", detail="x")
+    assert str(pickle.loads(pickle.dumps(error))) == str(error)  # as a worker process sends it back
 
 
 # ---- marking: sessions, phases, work queue, review, final mark ----------------------------------------------------
