@@ -340,6 +340,9 @@ def test_blind_double_marking_and_adjudication(services, speech_clip):
     assert "withheld" not in marking.open_review(services, grade_id, "ann", "examiner")[2]  # revealed once marked
 
     assert marking.queue_rows(services, "ann", "examiner") == []
+    for viewer, role, shown in (("bob", "examiner", ""), ("ann", "examiner", 4.0), ("cleo", "adjudicator", 4.0)):
+        [history] = cb.history_rows(services, role=role, viewer=viewer)  # bob does not learn ann's mark here
+        assert history[4] == "awaiting second mark" and history[7] == shown and (history[8] == "ann") == bool(shown)
     [row] = marking.queue_rows(services, "bob", "examiner", session)
     assert row[:2] == [grade_id, "second"]
     *_, card, _, _, _, marks, opened = marking.open_review(services, grade_id, "bob", "examiner")
@@ -361,6 +364,7 @@ def test_blind_double_marking_and_adjudication(services, speech_clip):
     assert (stored["ann"]["model_seen"], stored["ann"]["seen"]) == (False, [])
     assert (stored["cleo"]["model_seen"], stored["cleo"]["seen"]) == (True, ["model", "marks"])
     assert "adjudicated: <strong>6" in marking.open_review(services, grade_id, "ann", "examiner")[6]
+    assert cb.history_rows(services, role="examiner", viewer="bob")[0][4:9] == ["adjudicated", "", "", 6.0, "cleo"]
 
 
 def test_under_blind_marking_lists_show_examiners_no_model_scores(services, speech_clip):

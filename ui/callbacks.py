@@ -460,16 +460,22 @@ def model_shown(services: Services, role: str) -> bool:
 
 
 def history_rows(services: Services, candidate: str = "", task_part: str = "", examiner: str = "",
-                 session: int | None = None, role: str = "admin") -> list[list]:
-    """Graded responses, newest first, each with the mark in force (the model's scores as model_shown allows)."""
+                 session: int | None = None, role: str = "admin", viewer: str | None = None) -> list[list]:
+    """Graded responses, newest first, each with its final mark and status (storage.marking) and the latest
+    marker. While a mark is still awaited, an examiner (`viewer`, in `role`) sees only their own: a second marker
+    never learns the first mark here. The model's scores as model_shown allows."""
     rows, shown = [], model_shown(services, role)
     for r in services.db.history(**history_filters(candidate, task_part, examiner, session)):
         if not shown:
             r |= {"soft": None}
-        status = ("marked" if r["override_id"] else "graded") if r["scorable"] else \
-            f"not scored: {r['gate_reason']}"
+        final = services.db.final_mark(r["grade_id"]) if r["override_id"] else {"score": None, "status": "graded"}
+        awaited = final["status"].startswith("awaiting")
+        if awaited and role not in STAFF and r["examiner"] != viewer:
+            r |= {"examiner": None, "agreement": None}
+            final = final | {"score": None}
+        status = final["status"] if r["scorable"] else f"not scored: {r['gate_reason']}"
         rows.append([_when(r["graded_at"]), r["grade_id"], r["candidate_id"] or "", r["part"] or "", status,
-                     _round(r["soft"], 1), _cefr(r["scale_name"], r["soft"]), _round(r["final_score"], 1),
+                     _round(r["soft"], 1), _cefr(r["scale_name"], r["soft"]), _round(final["score"], 1),
                      r["examiner"] or "", r["agreement"] or "", _round(r["speech_rate_wpm"], 1),
                      r["transcript"] or ""])
     return rows

@@ -25,7 +25,8 @@ def build(services: Services, role) -> gr.Dataframe:
 
     @cb.event
     def show_history(c, p, e, s, request: gr.Request):
-        rows = cb.history_rows(services, c or "", p or "", e or "", s, role(request))
+        rows = cb.history_rows(services, c or "", p or "", e or "", s, role(request),
+                               getattr(request, "username", None))
         return pd.DataFrame(rows, columns=cb.HISTORY_COLUMNS)
 
     @cb.event
