@@ -59,7 +59,7 @@ def build_app(services: Services, auth: bool = False) -> gr.Blocks:
             with gr.Tab("History", id="history"):
                 history_table = history.build(services, role)
             with gr.Tab("Agreement", id="agreement"):
-                agreement.build(services)
+                agreement.build(services, role)
             with gr.Tab("Batch", id="batch"):
                 batch_table = batch.build(services, role)
 

@@ -10,7 +10,7 @@ from ..callbacks import Services
 from storage.agreement import HEADS
 
 
-def build(services: Services) -> None:
+def build(services: Services, role) -> None:
     gr.Markdown("Each examiner's latest mark of each response, against the model and against the other marker of a "
                 "double-marked response. Hover a column's header for the measure it shows.")
     with gr.Row():
@@ -28,7 +28,10 @@ def build(services: Services) -> None:
     csvs = gr.File(label="CSV of every table", file_count="multiple", interactive=False)
 
     @cb.event
-    def show_agreement(h, s, blind_only):
+    def show_agreement(h, s, blind_only, request: gr.Request):
+        if not cb.model_shown(services, role(request)):  # its rows hold the model's scores and each examiner's bias
+            raise gr.Error("Under blind marking the Agreement figures are for adjudicators and admins.",
+                           title="Not for this role")
         report = cb.agreement(services, h, s, bool(blind_only))
         return report.summary, *report.tables.values(), report.drift, report.csvs
 
