@@ -3,13 +3,20 @@ perturbation a real recording goes through: silence (room tone) before and after
 a small room's reverb, a telephone line, lossy codecs. For each: the mean change of the total (soft) and the share
 of answers whose total moves by more than 0.5.
 
-Clips: `--clips` answers of the speakers grader.train holds out (`--dev-speakers 25 --seed 0`), graded through the
-front door (`Grader.assess_batch`) with their reference text. `--no-trim` grades whole recordings, as before the
-trim (the issue's "before" figures).
+Clips: `--clips` answers of held-out speakers, graded through the front door (`Grader.assess_batch`) with their
+reference text: by default the speakers grader.train holds out (`--dev-speakers 25 --seed 0`); with `--folds 5
+--fold K`, fold K's speakers of `grader.train --folds 5`, graded by that fold's model, which never heard them (the
+shipped default was trained on every speaker, so it is no held-out measure). `--no-trim` grades whole recordings,
+as before the trim. Training augmentation (grader.augment) draws its own random settings around these fixed ones.
 
-    .venv/bin/python benchmarks/bench_robustness.py                                   # checkpoints/default
-    .venv/bin/python benchmarks/bench_robustness.py --checkpoint runs/augmented --out benchmarks/results/robustness-augmented.json
-    .venv/bin/python benchmarks/bench_robustness.py --no-trim --only tone --out benchmarks/results/robustness-no-trim.json
+The recorded results (`results/robustness.json`: the augmented recipe; `results/robustness-before.json`: the
+baseline recipe, trained on whole recordings without augmentation; both graded with the trim):
+
+    .venv/bin/python benchmarks/bench_robustness.py --checkpoint runs/cv-rw-words-aug/fold0 --folds 5 --fold 0 \
+        --clips 80 --threads 1 --only "tone 2,noise 10,reverb,telephone,MP3,Opus"
+    .venv/bin/python benchmarks/bench_robustness.py --checkpoint runs/cv-base/fold0 --folds 5 --fold 0 \
+        --clips 80 --threads 1 --only "tone 2,noise 10,reverb,telephone,MP3,Opus" \
+        --out benchmarks/results/robustness-before.json
 """
 
 import os
