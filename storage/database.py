@@ -228,16 +228,19 @@ class Database:
 
     def add_grade(self, response_id: int, *, checkpoint_id: str, scale_name: str, scores: dict[str, dict[str, Any]],
                   scorable: bool, latency_s: float, headline: str | None = None, gate_reason: str | None = None,
-                  gate_measures: dict[str, Any] | None = None, evidence: dict[str, Any] | None = None) -> int:
+                  gate_measures: dict[str, Any] | None = None, evidence: dict[str, Any] | None = None,
+                  review: dict[str, Any] | None = None) -> int:
         """Store a model's grade of a response; returns its id. `scores` is {aspect: {"regression", "soft", "hard",
         "probs"}} (Prediction.to_dict()["scores"]); the headline aspect (default: the first) is also kept as columns.
-        A non-scorable response gets a grade too, with empty scores and the gate's reason."""
+        A non-scorable response gets a grade too, with empty scores and the gate's reason. `review`: the grader's
+        review reasons and reference check ({"reasons": [{"code", "text"}], "reference": {...} | None})."""
         headline = headline or next(iter(scores), None)
         top = scores[headline] if headline else {}
         return self._add(Grade(response_id=response_id, checkpoint_id=checkpoint_id, scale_name=scale_name,
                                scores=scores, headline=headline, regression=top.get("regression"),
                                soft=top.get("soft"), hard=top.get("hard"), scorable=scorable, gate_reason=gate_reason,
-                               gate_measures=gate_measures or {}, evidence=evidence, latency_s=latency_s),
+                               gate_measures=gate_measures or {}, evidence=evidence, review=review,
+                               latency_s=latency_s),
                          "the grade was not saved")
 
     def set_evidence(self, grade_id: int, evidence: dict[str, Any]) -> None:
@@ -420,8 +423,9 @@ class Database:
 
     def marked(self, scale_name: str | None = None, *, session_id: int | None = None) -> list[dict[str, Any]]:
         """Every grade with at least one mark (for storage.agreement), oldest first: grade_id, response_id,
-        session_id, scale_name, scorable, the model's headline regression, soft and hard scores, `marks` (every
-        mark, oldest first) and `final` (final_mark). Filters: a scale, a session."""
+        session_id, scale_name, scorable, the model's headline regression, soft and hard scores, `review_codes`
+        (the grader's review reasons; None where not recorded), `marks` (every mark, oldest first) and `final`
+        (final_mark). Filters: a scale, a session."""
         where = [column == value for column, value in ((Grade.scale_name, scale_name),
                                                       (Response.session_id, session_id)) if value is not None]
         grades = (sa.select(Grade, Response, ExamSession).join(Response, Response.id == Grade.response_id)
@@ -439,6 +443,7 @@ class Database:
             return [{"grade_id": grade.id, "response_id": response.id, "session_id": response.session_id,
                      "scale_name": grade.scale_name, "scorable": grade.scorable, "regression": grade.regression,
                      "soft": grade.soft, "hard": grade.hard, "marks": by_grade[grade.id],
+                     "review_codes": None if grade.review is None else [r["code"] for r in grade.review["reasons"]],
                      "final": marking_of(grade.scale_name, response.id, exam, by_grade[grade.id]).final()}
                     for grade, response, exam in session.execute(grades)]
 

@@ -111,6 +111,9 @@ class Grade(Base):
     gate_reason: Mapped[str | None] = mapped_column(sa.Text)
     gate_measures: Mapped[dict[str, Any]]
     evidence: Mapped[dict[str, Any] | None]  # transcript, fluency measures: filled in by the evidence module
+    # Why an examiner should listen, as the grader said: {"reasons": [{"code", "text"}], "reference": {"found",
+    # "words"} | None (no reference text)}; None on grades stored before it was recorded.
+    review: Mapped[dict[str, Any] | None]
     latency_s: Mapped[float]
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 

@@ -20,6 +20,8 @@ from ui.app import build_app
 from ui.charts import distribution_figure
 from ui.config import AppConfig, check_login, read_users, roles
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="module")
 def grader(tiny_checkpoint) -> Grader:
@@ -224,6 +226,30 @@ def test_agreement_tables_plot_and_csvs(services, speech_clip, silent_wav):
         rows = list(csv.DictReader(f))
     assert [r["Examiner"] for r in rows] == ["All examiners (final marks)", "ann", "bob"]
     assert float(rows[1]["Marks higher by"]) == bias
+
+
+def test_agreement_filters_answers_that_do_not_read_their_reference_text(tmp_path, speechocean_clips):
+    """Issue 15: the grade row keeps the grader's review reasons, and the Agreement tab can compare only the answers
+    that read their reference text, or only those flagged as not reading it (a real clip, read against its own
+    sentence and against another, by the shipped grader: the check needs real Whisper weights)."""
+    config = AppConfig(data_dir=str(tmp_path / "data"), db=str(tmp_path / "grades.db"))
+    services = cb.Services(config, Grader.load(REPO / "checkpoints" / "default", device="cpu"),
+                           Database.open(config.database_url), workdir=tmp_path / "work")
+    answer = speechocean_clips / "audio" / "000360013.flac"
+    own = cb.grade_file(services, answer, prompt="IT'S JUST SO HARD TO PICTURE")
+    other = cb.grade_file(services, answer, prompt="THE STATION IS CLOSED ON SUNDAYS AND HOLIDAYS")
+    mine, theirs = (services.db.grade(g.grade_id)["review"] for g in (own, other))
+    assert "reference_mismatch" not in {r["code"] for r in mine["reasons"]}
+    assert "reference_mismatch" in {r["code"] for r in theirs["reasons"]}
+    assert theirs["reference"]["words"] == 8 and mine["reference"]["found"] >= 3
+    for grade in (own, other):
+        cb.save_override(services, grade.grade_id, 4.0, "partly", "", "", "ann")
+    counts = {which: cb.agreement(services, "soft", reference=which).summary.split("**")[1]
+              for which in cb.REFERENCE_FILTERS}
+    assert counts == {"all": "2", "matching": "1", "mismatch": "1"}
+    with pytest.raises(gr.Error, match="Choose which responses"):
+        cb.agreement(services, reference="some")
+    services.db.close()
 
 
 def test_batch_from_zip_and_manifest(services, speech_clip, silent_wav, tmp_path):

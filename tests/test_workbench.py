@@ -214,7 +214,7 @@ def test_refusals_have_messages_and_print_no_traceback(app):
     with pytest.raises(AppError, match="Under blind marking, marks are entered in the Review tab"):
         bob.predict(app.grades[CLIPS[1]], 5, "agree", "", "", "", api_name="/override")
     with pytest.raises(AppError, match="the Agreement figures are for adjudicators and admins"):
-        bob.predict("regression", 0, False, api_name="/agreement")
+        bob.predict("regression", 0, False, "all", api_name="/agreement")
     assert "Traceback" not in app.log() and "refused" not in app.log().lower()
 
 

@@ -177,9 +177,15 @@ def store_grade(services: Services, path: Path, candidate: str, task_part: str, 
                                          scale_name=prediction.scale.name,
                                          scores={a: asdict(x) for a, x in prediction.scores.items()}, scorable=True,
                                          latency_s=prediction.latency_s, headline=prediction.headline,
-                                         gate_measures=measures)
+                                         gate_measures=measures, review=stored_review(assessment))
         log.info("grade %d (response %d): graded in %.2f s", grade_id, response_id, prediction.latency_s)
     return Graded(response_id, grade_id, assessment)
+
+
+def stored_review(assessment: Assessment) -> dict:
+    """What the grade row keeps of the grader's review: its reasons and the reference check, as the API gives them."""
+    return {"reasons": [r.to_dict() for r in assessment.review],
+            "reference": assessment.reference.to_dict() if assessment.reference else None}
 
 
 def check_text_fields(config: AppConfig, candidate: str, task_part: str, prompt: str, where: str = "") -> None:
@@ -505,17 +511,34 @@ AGREEMENT_TABLES = {"Examiners against the model": "vs-model", "Examiners agains
                     "How examiners mark (distribution)": "distributions", "Drift over time": "drift"}
 
 
+# Which responses the Agreement tab compares, by the grader's reference check (grader.reference).
+REFERENCE_FILTERS = {"all": "All marked responses",
+                     "matching": "Only answers that read their reference text (or had none)",
+                     "mismatch": "Only answers flagged as not reading their reference text"}
+
+
+def by_reference(grades: list[dict], which: str) -> list[dict]:
+    """The marked grades the reference filter keeps; grades stored before review reasons were recorded count as
+    matching (nothing was flagged on them)."""
+    if which not in REFERENCE_FILTERS:
+        raise gr.Error(f"Choose which responses: {', '.join(REFERENCE_FILTERS)}.")
+    if which == "all":
+        return grades
+    return [g for g in grades if ("reference_mismatch" in (g["review_codes"] or ())) == (which == "mismatch")]
+
+
 def agreement(services: Services, head: str = "regression", session: int | None = None,
-              independent: bool = False) -> AgreementReport:
+              independent: bool = False, reference: str = "all") -> AgreementReport:
     """storage.agreement's tables over the marked responses (of one session, if given): each examiner against the
     model's `head` score (`independent`: only marks entered before the model was shown), examiners against each
-    other, their mark distributions and weekly drift; plain headers, the metric's name on hover."""
+    other, their mark distributions and weekly drift; plain headers, the metric's name on hover. `reference`: a
+    REFERENCE_FILTERS key (all, matching, mismatch)."""
     scale = _scale(services)
     if scale is None:
         raise gr.Error(services.load_error or NO_CHECKPOINT, title="No checkpoint")
     if head not in agreement_tables.HEADS:
         raise gr.Error(f"Choose the model's score: {', '.join(agreement_tables.HEADS)}.")
-    grades = services.db.marked(scale.name, session_id=int(session) if session else None)
+    grades = by_reference(services.db.marked(scale.name, session_id=int(session) if session else None), reference)
     tables = dict(zip(AGREEMENT_TABLES, (agreement_tables.examiners_vs_model(grades, scale, head, independent),
                                          agreement_tables.examiners_vs_examiners(grades, scale),
                                          agreement_tables.distributions(grades, scale),

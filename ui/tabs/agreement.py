@@ -17,6 +17,8 @@ def build(services: Services, role) -> None:
         session = gr.Dropdown(marking.session_choices(services), value=0, label="Session", scale=2)
         head = gr.Radio(list(HEADS), value="regression", label="Model score", scale=2)
         independent = gr.Checkbox(label="Only marks made before seeing the model (blind)", scale=1)
+        reference = gr.Dropdown([(label, key) for key, label in cb.REFERENCE_FILTERS.items()], value="all",
+                                label="Responses", scale=2)
         compare = gr.Button("Compute", variant="primary", scale=1)
     summary = gr.Markdown(elem_id="agreement-summary")
     panels = []
@@ -28,12 +30,12 @@ def build(services: Services, role) -> None:
     csvs = gr.File(label="CSV of every table", file_count="multiple", interactive=False)
 
     @cb.event
-    def show_agreement(h, s, blind_only, request: gr.Request):
+    def show_agreement(h, s, blind_only, which, request: gr.Request):
         if not cb.model_shown(services, role(request)):  # its rows hold the model's scores and each examiner's bias
             raise gr.Error("Under blind marking the Agreement figures are for adjudicators and admins.",
                            title="Not for this role")
-        report = cb.agreement(services, h, s, bool(blind_only))
+        report = cb.agreement(services, h, s, bool(blind_only), which or "all")
         return report.summary, *report.tables.values(), report.drift, report.csvs
 
-    compare.click(show_agreement, [head, session, independent], [summary, *panels, drift, csvs], api_name="agreement")
+    compare.click(show_agreement, [head, session, independent, reference], [summary, *panels, drift, csvs], api_name="agreement")
     marking.refresh_sessions(services, session)
