@@ -13,7 +13,7 @@ from .models import Grade, Override, Response
 # The evidence's key figures as columns, and all of it as JSON in the last column.
 EVIDENCE_MEASURES = ["speech_rate_wpm", "speech_rate_sps", "articulation_rate_sps", "pauses", "mean_pause_s",
                      "longest_pause_s", "phonation_ratio"]
-HISTORY_COLUMNS = ["graded_at", "response_id", "candidate_id", "part", "prompt_text", "duration_s", "audio_sha256",
+HISTORY_COLUMNS = ["graded_at", "response_id", "session_id", "candidate_id", "file_name", "part", "prompt_text", "duration_s", "audio_sha256",
                    "grade_id", "checkpoint_id", "scale_name", "headline", "regression", "soft", "hard", "scorable",
                    "gate_reason", "latency_s", "override_id", "examiner", "final_score", "agreement", "reason_code",
                    "comment", "overridden_at", "transcript", *EVIDENCE_MEASURES, "evidence"]
@@ -50,7 +50,8 @@ def csv_value(value: Any) -> Any:
 
 def history_row(response: Response, grade: Grade, override: Override | None) -> dict[str, Any]:
     o = override or Override()  # no override: every field None
-    return {"graded_at": grade.created_at, "response_id": response.id, "candidate_id": response.candidate_id,
+    return {"graded_at": grade.created_at, "response_id": response.id, "session_id": response.session_id,
+            "candidate_id": response.candidate_id, "file_name": response.file_name,
             "part": response.part, "prompt_text": response.prompt_text, "duration_s": response.duration_s,
             "audio_sha256": response.audio_sha256, "grade_id": grade.id, "checkpoint_id": grade.checkpoint_id,
             "scale_name": grade.scale_name, "headline": grade.headline, "regression": grade.regression,

@@ -233,7 +233,7 @@ def over_size_limit(d, speech):
     return sparse_wav(d / "big.wav", (51 * 2**20 - 44) / 32_000, SAMPLE_RATE, bits=16)
 
 
-@case("too_long", r'^"live\.webm" lasts over 10\.0 s, the limit\.$', AudioLimits(max_seconds=10))
+@case("too_long", r'^"live\.webm" lasts over 10 s, the limit\.$', AudioLimits(max_seconds=10))
 def webm_without_duration_over_limit(d, speech):
     with open(d / "live.webm", "wb") as file:
         encode(Unseekable(file), np.tile(speech, 6), "webm", "libopus")
@@ -410,7 +410,7 @@ def test_stream_without_duration_stops_at_the_limit(tmp_path, speech, monkeypatc
             yield block
 
     monkeypatch.setattr(grader.audio.decode, "_av_blocks", counted)
-    with pytest.raises(AudioError, match="lasts over 5.0 s"):
+    with pytest.raises(AudioError, match="lasts over 5 s"):
         load_audio(tmp_path / "live.webm", AudioLimits(max_seconds=5))
     assert 5 * 48_000 < sum(decoded) < 6 * 48_000
 

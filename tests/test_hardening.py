@@ -502,13 +502,14 @@ def test_row6_every_csv_export_is_safe_in_a_spreadsheet(services, tiny_checkpoin
     with cb.batch_folder(services) as into:
         batch_csv = cb.grade_many(services, cb.batch_inputs(services, [str(archive)], None, into))[2]
         manifest_csv = cb.grade_many(services, cb.batch_inputs(services, [str(archive)], str(manifest), into))[2]
-    exports = {"history": cb.export_history(services), "agreement": cb.agreement(services)[3], "batch": batch_csv,
-               "batch with manifest": manifest_csv}
+    exports = {"history": cb.export_history(services), "batch": batch_csv, "batch with manifest": manifest_csv,
+               **{Path(p).stem: p for p in cb.agreement(services).csvs}}
     for name, path in exports.items():
         text = [c for c in cells(path) if not number(c)]
         assert not [c for c in text if c.startswith(("=", "+", "-", "@", "\t", "\r"))], name
         assert not [c for c in text if any(ord(ch) < 32 and ch not in "\t\n\r" or ord(ch) == 127 for ch in c)], name
     assert "'=HYPERLINK(\"https://example.org\",\"click\")" in cells(exports["history"])
+    assert "'=HYPERLINK(\"https://example.org\",\"click\")x" in cells(exports["agreement-vs-model"])
     assert "'=cmd|' -C calc'!A0.flac" in cells(exports["batch"]) and "'+cand" in cells(exports["batch with manifest"])
 
 

@@ -156,7 +156,7 @@ def _span(seconds: float) -> str:
     """12.3 s, 10 min, 2 min 12 s, 2 min 0.1 s, 1 h 5 min: durations as people say them, never rounded onto a limit they
     exceed (120.1 s is not "2 min")."""
     if seconds < 60:
-        return f"{seconds:.1f} s"
+        return f"{round(seconds, 1):g} s"
     minutes, tenths = divmod(round(seconds * 10), 600)
     if minutes >= 60:
         return f"{minutes // 60} h {round(seconds / 60) % 60} min"
