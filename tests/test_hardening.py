@@ -154,8 +154,8 @@ def test_row2_a_manifest_never_reaches_server_files_under_retention_keep(app, tm
                str(outbox_path(app.db)), app.db.name]
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("audio,candidate\n" + "".join(f"{t},attack-{i}\n" for i, t in enumerate(targets)))
-    table = Client(app.url, verbose=False).predict([handle_file(str(speech_clip))], handle_file(str(manifest)),
-                                                    api_name="/grade_batch")[0]
+    table = Client(app.url, verbose=False).predict([handle_file(str(speech_clip))], handle_file(str(manifest)), "",
+                                                    0, api_name="/grade_batch")[0]
     header = table["headers"]
     assert [r[header.index("scorable")] for r in table["data"]] == [False] * len(targets)
     assert all("not found" in r[header.index("reason")] for r in table["data"])
@@ -179,7 +179,7 @@ def test_row3_a_second_reader_loses_no_acknowledged_mark_and_row14_a_restart_swe
         grade_id = client.predict(handle_file(str(speech_clip)), "c", "", "", api_name="/grade")[3]
         manifest = tmp_path / "manifest.csv"
         manifest.write_text(f"audio\n{app.db}\n{app.db.name}\n{app.db}-wal\n")
-        client.predict([handle_file(str(speech_clip))], handle_file(str(manifest)), api_name="/grade_batch")
+        client.predict([handle_file(str(speech_clip))], handle_file(str(manifest)), "", 0, api_name="/grade_batch")
         call(app.url, "grade", [{"path": str(app.db), "meta": {"_type": "gradio.FileData"}}, "", "", ""])
 
         def mark(i: int) -> str:
@@ -343,7 +343,7 @@ def test_row4_and_row14_a_batch_can_be_cancelled_and_a_zip_bomb_breaks_nothing(a
             z.write(speech_clip, f"copy-{i:03d}.flac")
     client = Client(app.url, verbose=False)
     before = grades(app.db)
-    job = client.submit([handle_file(str(archive))], None, api_name="/grade_batch")
+    job = client.submit([handle_file(str(archive))], None, "", 0, api_name="/grade_batch")
     deadline = time.monotonic() + 300
     while len(job.outputs()) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -358,7 +358,7 @@ def test_row4_and_row14_a_batch_can_be_cancelled_and_a_zip_bomb_breaks_nothing(a
         time.sleep(0.3)
     assert 2 <= last - before < 120 and not list(uploads.glob("zip-*/*"))
     with pytest.raises(Exception, match="zip bomb"):
-        client.predict([handle_file(str(zip_bomb))], None, api_name="/grade_batch")
+        client.predict([handle_file(str(zip_bomb))], None, "", 0, api_name="/grade_batch")
     assert client.predict(handle_file(str(speech_clip)), "after", "", "", api_name="/grade")[2]["scorable"]
 
 
@@ -549,7 +549,8 @@ def test_row12_and_row16_every_refusal_has_a_message_and_no_client_text_reaches_
                           ("one-column.csv", b"filename\nx.flac\n")):
         (tmp_path / name).write_bytes(content)
         with pytest.raises(Exception, match=r"\.csv (is empty|is not UTF-8|lacks column)"):
-            client.predict([handle_file(str(speech_clip))], handle_file(str(tmp_path / name)), api_name="/grade_batch")
+            client.predict([handle_file(str(speech_clip))], handle_file(str(tmp_path / name)), "", 0,
+                           api_name="/grade_batch")
     assert "CLIENT-TEXT" not in (app.folder / "app.log").read_text() and app.process.poll() is None
 
 
@@ -594,8 +595,13 @@ def test_row13_batch_and_grade_share_one_model_queue(services):
 
 
 def test_row16_a_10_mb_comment_is_refused_before_anything_is_stored(services):
+    response = services.db.add_response(audio_sha256="a" * 64, duration_s=3.0)
+    scores = {"total": {"regression": 5.2, "soft": 5.1, "hard": 5.0, "probs": [0.0] * 5 + [1.0] + [0.0] * 5}}
+    grade_id = services.db.add_grade(response, checkpoint_id="c", scale_name="speechocean762", scores=scores,
+                                     scorable=True, latency_s=0.0)
     with pytest.raises(gr.Error, match="comment is 10,000,000 characters long; at most 2,000"):
-        cb.save_override(services, 1, 5.0, "agree", "", "x" * 10_000_000, "ann")
+        cb.save_override(services, grade_id, 5.0, "agree", "", "x" * 10_000_000, "ann")
+    assert services.db.grade(grade_id)["overrides"] == []
 
 
 def test_row16_an_mp4_whose_video_outlasts_its_audio_is_graded(tmp_path, speech):
@@ -624,7 +630,7 @@ def test_row16_an_mp4_whose_video_outlasts_its_audio_is_graded(tmp_path, speech)
 def test_row16_a_limit_is_never_rounded_onto_the_duration_it_refuses(tmp_path, speech):
     path = tmp_path / "long.flac"
     sf.write(path, np.tile(speech, 50)[: int(120.1 * SAMPLE_RATE)], SAMPLE_RATE)
-    with pytest.raises(AudioError, match=r'^"long\.flac" lasts 2 min 0\.1 s; the limit is 2 min\.$'):
+    with pytest.raises(AudioError, match=r'^"long\.flac" lasts 2 min 0\.1 s; the limit is 2 min, so it is 0\.1 s too long\.$'):
         load_audio(path)
 
 

@@ -51,7 +51,7 @@ def test_parallel_grades_and_overrides_lose_nothing(tiny_checkpoint, speech_clip
     assert rows(app.db, "SELECT COUNT(*) FROM grades WHERE scorable") == [(13 + 8,)]  # + one per direct writer
     api = rows(app.db, "SELECT examiner, comment FROM overrides WHERE examiner LIKE 'api-%'")
     assert len(api) == len(set(api)) == 200
-    direct_uuids = {uuid for uuid, _ in written}
+    direct_uuids = {uuid for uuid, *_ in written}
     stored = {u for (u,) in rows(app.db, "SELECT override_uuid FROM overrides WHERE examiner LIKE 'examiner-%'")}
     assert len(written) == len(direct_uuids) == 8000 and stored == direct_uuids
     assert rows(app.db, "SELECT COUNT(*) FROM overrides") == [(8200,)]
