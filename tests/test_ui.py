@@ -192,14 +192,21 @@ def test_history_and_export(services, speech_clip, silent_wav):
     cb.grade_file(services, silent_wav, "cand-2", "p1")
     cb.save_override(services, first.grade_id, 8.0, "agree", "", "", "ann")
     rows = [dict(zip(cb.HISTORY_COLUMNS, r)) for r in cb.history_rows(services)]
-    assert [r["candidate · file"] for r in rows] == ["cand-2 · silent.wav", f"cand-1 · {speech_clip.name}"]
+    assert [r["candidate (or file)"] for r in rows] == ["cand-2", "cand-1"]
     assert rows[0]["status"].startswith("not scored") and rows[1]["status"] == "marked"
     assert rows[1]["final score"] == 8.0 and rows[1]["grade"] == first.grade_id
-    assert [r[2] for r in cb.history_rows(services, candidate="cand-1")] == [f"cand-1 · {speech_clip.name}"]
+    assert [r[2] for r in cb.history_rows(services, candidate="cand-1")] == ["cand-1"]
     assert cb.history_rows(services, examiner="nobody") == []
     with open(cb.export_history(services, task_part="p1")) as f:
         exported = list(csv.DictReader(f))
     assert len(exported) == 2 and exported[1]["examiner"] == "ann" and exported[0]["file_name"] == "silent.wav"
+
+
+def test_history_names_a_response_without_a_candidate_id_by_its_file(services, speech_clip):
+    """Issue 16: batch files uploaded without a manifest have no candidate id; History tells them apart by name."""
+    cb.grade_file(services, speech_clip)
+    [row] = cb.history_rows(services)
+    assert row[cb.HISTORY_COLUMNS.index("candidate (or file)")] == speech_clip.name
 
 
 def test_agreement_tables_plot_and_csvs(services, speech_clip, silent_wav):

@@ -447,7 +447,7 @@ def sweep(services: Services, max_age_s: float = SCRATCH_AGE_S) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 # Few enough to fit 1280 px without scrolling sideways; the CSV export has every stored column.
-HISTORY_COLUMNS = ["graded (UTC)", "grade", "candidate · file", "task part", "status", "model score", "CEFR", "final score",
+HISTORY_COLUMNS = ["graded (UTC)", "grade", "candidate (or file)", "task part", "status", "model score", "CEFR", "final score",
                    "examiner", "agreement", "words/min", "transcript"]
 
 
@@ -480,7 +480,7 @@ def history_rows(services: Services, candidate: str = "", task_part: str = "", e
             r |= {"examiner": None, "agreement": None}
             final = final | {"score": None}
         status = final["status"] if r["scorable"] else f"not scored: {r['gate_reason']}"
-        who = " · ".join(x for x in (r["candidate_id"], r["file_name"]) if x)  # batch files without ids differ
+        who = r["candidate_id"] or r["file_name"] or ""  # batch files without candidate ids differ by name
         rows.append([_when(r["graded_at"]), r["grade_id"], who, r["part"] or "", status,
                      _round(r["soft"], 1), _cefr(r["scale_name"], r["soft"]), _round(final["score"], 1),
                      r["examiner"] or "", r["agreement"] or "", _round(r["speech_rate_wpm"], 1),
