@@ -349,13 +349,7 @@ def save_override(services: Services, grade_id: int | None, final_score: float |
     final_score = check_score(services, grade_id, final_score)
     if agreement not in AGREEMENTS:
         raise gr.Error("Choose agree, partly or disagree.")
-    if reason_code not in (None, "", *REASON_CODES):
-        raise gr.Error(f"Choose a reason from the list ({', '.join(REASON_CODES)}), or none.")
-    if not isinstance(comment, str | None):
-        raise gr.Error("The comment must be text.")
-    if len(comment or "") > MAX_COMMENT:
-        raise gr.Error(f"The comment is {len(comment):,} characters long; at most {MAX_COMMENT:,} are accepted.",
-                       title="Text too long")
+    check_reason_and_comment(reason_code, comment)
     try:
         receipt = services.db.add_override(grade_id, examiner=examiner, final_score=final_score,
                                            agreement=agreement, reason_code=reason_code or None,
@@ -395,6 +389,18 @@ def check_score(services: Services, grade_id: int, value) -> float:
             raise gr.Error(f"{score:g} is not a score on the {scale.name} scale: it goes from {scale.min:g} to "
                            f"{scale.max:g} in steps of {scale.step:g}.")
     return score
+
+
+def check_reason_and_comment(reason_code, comment) -> None:
+    """A mark's reason (one of REASON_CODES, or none) and comment (text, at most MAX_COMMENT characters), as raw
+    API values may send them: the Grade tab's override and the Review tab's mark check them alike."""
+    if reason_code not in (None, "", *REASON_CODES):
+        raise gr.Error(f"Choose a reason from the list ({', '.join(REASON_CODES)}), or none.")
+    if not isinstance(comment, str | None):
+        raise gr.Error("The comment must be text.")
+    if len(comment or "") > MAX_COMMENT:
+        raise gr.Error(f"The comment is {len(comment):,} characters long; at most {MAX_COMMENT:,} are accepted.",
+                       title="Text too long")
 
 
 def whole_number(value, missing: str) -> int:

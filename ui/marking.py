@@ -20,7 +20,7 @@ from grader.review import review_reasons
 from grader.scale import get_scale
 from storage import AGREEMENTS, StorageError
 
-from .callbacks import MAX_COMMENT, REASON_CODES, Graded, Services, _round, _when, check_score, whole_number
+from .callbacks import Graded, Services, _round, _when, check_reason_and_comment, check_score, whole_number
 from .cards import evidence_html, result_card
 from .charts import distribution_figure, timeline_figure
 
@@ -168,13 +168,7 @@ def save_mark(services: Services, opened: Opened | None, final_score, agreement:
             raise gr.Error("Choose agree, partly or disagree: how your mark compares with the model's.")
     else:
         agreement = None
-    if reason_code not in (None, "", *REASON_CODES):
-        raise gr.Error(f"Choose a reason from the list ({', '.join(REASON_CODES)}), or none.")
-    if not isinstance(comment, str | None):
-        raise gr.Error("The comment must be text.")
-    if len(comment or "") > MAX_COMMENT:
-        raise gr.Error(f"The comment is {len(comment):,} characters long; at most {MAX_COMMENT:,} are accepted.",
-                       title="Text too long")
+    check_reason_and_comment(reason_code, comment)
     try:
         receipt = services.db.add_override(opened.grade_id, examiner=examiner, final_score=score, agreement=agreement,
                                            reason_code=reason_code or None, comment=(comment or "").strip() or None,
