@@ -374,13 +374,8 @@ class Database:
                   .outerjoin(ExamSession, ExamSession.id == Response.session_id).where(*where)
                   .order_by(Grade.created_at, Grade.id)
                   .options(*(sa.orm.defer(c) for c in (Grade.scores, Grade.gate_measures, Grade.evidence))))
-        marks = (sa.select(Override).join(Grade, Grade.id == Override.grade_id)
-                 .join(Response, Response.id == Grade.response_id).where(*where)
-                 .order_by(Override.created_at, Override.id))
         with self._session() as session:
-            by_grade: dict[int, list[dict[str, Any]]] = {}
-            for mark in session.scalars(marks):
-                by_grade.setdefault(mark.grade_id, []).append(as_dict(mark))
+            by_grade = marks_by_grade(session, where)
             queue = []
             for grade, response, exam in session.execute(grades):
                 awaited = marking_of(grade.scale_name, response.id, exam, by_grade.get(grade.id, [])).awaited(
@@ -433,13 +428,8 @@ class Database:
                   .where(*where, sa.exists().where(Override.grade_id == Grade.id))
                   .order_by(Grade.created_at, Grade.id)
                   .options(*(sa.orm.defer(c) for c in (Grade.scores, Grade.gate_measures, Grade.evidence))))
-        marks = (sa.select(Override).join(Grade, Grade.id == Override.grade_id)
-                 .join(Response, Response.id == Grade.response_id).where(*where)
-                 .order_by(Override.created_at, Override.id))
         with self._session() as session:
-            by_grade: dict[int, list[dict[str, Any]]] = {}
-            for mark in session.scalars(marks):
-                by_grade.setdefault(mark.grade_id, []).append(as_dict(mark))
+            by_grade = marks_by_grade(session, where)
             return [{"grade_id": grade.id, "response_id": response.id, "session_id": response.session_id,
                      "scale_name": grade.scale_name, "scorable": grade.scorable, "regression": grade.regression,
                      "soft": grade.soft, "hard": grade.hard, "marks": by_grade[grade.id],
@@ -583,6 +573,17 @@ def latest_overrides(*partition: sa.orm.InstrumentedAttribute[Any],
     """Overrides ranked newest first (by decision time, then insertion) within each partition: rank 1 is in force."""
     rank = sa.func.row_number().over(partition_by=partition, order_by=(Override.created_at.desc(), Override.id.desc()))
     return sa.select(Override, rank.label("rank")).where(*where).subquery()
+
+
+def marks_by_grade(session: Session, where: list[Any]) -> dict[int, list[dict[str, Any]]]:
+    """{grade id: its marks, oldest first} for the responses `where` selects, in one query."""
+    marks = (sa.select(Override).join(Grade, Grade.id == Override.grade_id)
+             .join(Response, Response.id == Grade.response_id).where(*where)
+             .order_by(Override.created_at, Override.id))
+    by_grade: dict[int, list[dict[str, Any]]] = {}
+    for mark in session.scalars(marks):
+        by_grade.setdefault(mark.grade_id, []).append(as_dict(mark))
+    return by_grade
 
 
 def as_dict(row: Any) -> dict[str, Any]:
