@@ -162,6 +162,15 @@ def score_loss(output: HeadOutput, targets: torch.Tensor, scale: ScoreScale, obj
     return per_item.mean() if weights is None else (per_item * weights).sum() / weights.sum()
 
 
+def consistency_loss(output: HeadOutput, scale: ScoreScale) -> torch.Tensor:
+    """The squared change, in class steps, of each perturbed recording's scores (regression and soft) from its
+    clean twin's: the batch's first half is clean, its second half the same responses perturbed. The clean half is
+    held fixed, so the term moves the perturbed scores toward the clean ones, not the clean ones toward noise."""
+    n = len(output.regression) // 2
+    soft = (output.logits.float().softmax(-1) * scale.values.to(output.logits.device)).sum(-1)
+    return sum((((x[n:] - x[:n].detach()) / scale.step) ** 2).mean() for x in (output.regression, soft))
+
+
 def label_weights(targets: torch.Tensor, scale: ScoreScale, power: float, sigma: float = 1.0) -> torch.Tensor:
     """Inverse label-density weights (Yang et al. 2021, label-distribution smoothing): each aspect's class
     histogram smoothed by a Gaussian of `sigma` score units, weight = density^-power, mean 1 over `targets`.

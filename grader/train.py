@@ -41,13 +41,14 @@ from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
 from tqdm import tqdm
 
 from .audio import SAMPLE_RATE, load_audio, trim_to_speech
-from .augment import augment
+from .augment import CHANNELS, RECIPE, augment
 from .backbones import AudioStates
 from .data import (ManifestError, Response, WordScores, length_batches, read_manifest, read_rater_means,
                    read_speak_and_improve, read_word_scores, speaker_folds, split_by_speaker)
 from .inference import PRECISIONS, autocast, encode_audios, score_states
 from .metrics import score_metrics
-from .model import Decoded, GraderModel, ModelConfig, label_weights, parse_objective, score_loss, word_loss
+from .model import (Decoded, GraderModel, ModelConfig, consistency_loss, label_weights, parse_objective, score_loss,
+                    word_loss)
 from .options import comma_list, parse_options
 from .report import print_crossval, write_crossval
 
@@ -80,8 +81,14 @@ class TrainConfig:
     word_weight: float = field(default=1.0, metadata={"help": "weight of the word loss beside the sentence loss"})
     text_dropout: float = field(default=0.3, metadata={"help": "train without the text this often"})
     augment_views: int = field(default=0, metadata={
-        "help": "cache this many randomly perturbed recordings of each clip (grader.augment, seeded by --seed); "
-                "each epoch trains on one of its views, clean or perturbed; 0: clean only"})
+        "help": "cache this many perturbed recordings of each clip (grader.augment, seeded by --seed; view v goes "
+                "through channel v of grader.augment.CHANNELS: noise, room, telephone, codec, clean); each epoch "
+                "trains on one of its views, clean or perturbed; 0: clean only"})
+    consistency: float = field(default=0.0, metadata={
+        "help": "with --augment-views: train every batch on the clean recordings and one perturbed view of each, "
+                "and add this weight times the squared change of the perturbed scores from the clean ones (in class "
+                "steps, the clean side held fixed), so the score learns to ignore the channel; twice the cost per "
+                "epoch; 0: off"})
     epochs: int = 6
     batch_size: int = 16
     lr: float = 1e-3
@@ -106,8 +113,10 @@ class TrainConfig:
             raise ValueError(f"epochs and batch size must be at least 1 (got {self.epochs} and {self.batch_size})")
         if not 0 <= self.text_dropout <= 1 or not 0 <= self.warmup < 1:
             raise ValueError("text dropout must lie in [0, 1] and warmup (a share of the steps) in [0, 1)")
-        if min(self.dev_speakers, self.limit, self.folds, self.reweight, self.augment_views) < 0:
-            raise ValueError("dev speakers, limit, folds, reweight and augment views cannot be negative")
+        if min(self.dev_speakers, self.limit, self.folds, self.reweight, self.augment_views, self.consistency) < 0:
+            raise ValueError("dev speakers, limit, folds, reweight, augment views and consistency cannot be negative")
+        if self.consistency and not self.augment_views:
+            raise ValueError("--consistency compares clean and perturbed recordings: it needs --augment-views")
         if self.augment_views and self.model.lora.scope != "text":
             raise ValueError("--augment-views caches the frozen encoder's outputs: LoRA must leave it frozen "
                              "(--lora-scope text)")
@@ -169,6 +178,10 @@ class Examples:
             return self.states
         return [rng.choice([clean, *views]) for clean, views in zip(self.states, self.views)]
 
+    def paired_states(self, batch: list[int], rng: random.Random) -> list[torch.Tensor]:
+        """A batch's clean encoder outputs, then one augmented view of each response in the same order."""
+        return [self.states[i] for i in batch] + [rng.choice(self.views[i]) for i in batch]
+
 
 def word_targets(responses: list[Response], scores: dict[str, WordScores], aspects: list[str]) -> list:
     """Each response's word targets, where its text's words are exactly the scored words (else None)."""
@@ -204,15 +217,16 @@ def prepare(config: TrainConfig, model: GraderModel, responses: list[Response]) 
 def augmented_views(config: TrainConfig, model: GraderModel, responses: list[Response],
                     names: list[str]) -> list[list[torch.Tensor]]:
     """`--augment-views` perturbed recordings of each response (grader.augment, before the trim, as a real
-    recording's room tone comes before the answer), encoded and cached. View v of a clip is drawn from
-    (seed, v, its utt_id), so it is the same in every run and fold."""
+    recording's room tone comes before the answer), encoded and cached. View v of a clip goes through channel
+    v of CHANNELS with settings drawn from (seed, v, its utt_id), so it is the same in every run and fold; the
+    cache names it by grader.augment.RECIPE too, so changed settings are encoded afresh."""
     def perturbed(i: int, v: int) -> np.ndarray:
         rng = np.random.default_rng([config.seed, v, zlib.crc32(responses[i].utt_id.encode())])
-        return trim_to_speech(augment(load_audio(responses[i].audio), rng))
+        return trim_to_speech(augment(load_audio(responses[i].audio), rng, CHANNELS[v % len(CHANNELS)]))
 
     views: list[list[torch.Tensor]] = [[] for _ in responses]
     for v in range(config.augment_views):
-        encoded = cached_encodings(model, [f"{name}#augment{config.seed}.{v}" for name in names],
+        encoded = cached_encodings(model, [f"{name}#augment{config.seed}.{v}.{RECIPE}" for name in names],
                                    lambda i: perturbed(i, v), config.cache_dir)
         for i, states in enumerate(encoded):
             views[i].append(states)
@@ -277,10 +291,13 @@ def batch_audio(model: GraderModel, batch: list[int], audios: list[np.ndarray],
 def train_step(model: GraderModel, audio: AudioStates, prompts: list[str | None], targets: torch.Tensor,
                optimizer: torch.optim.Optimizer, objective: str, schedule=None, weights: torch.Tensor | None = None,
                words: list[torch.Tensor | None] | None = None, word_weight: float = 1.0,
-               accelerator: Accelerator | None = None, precision: torch.dtype | None = None) -> float:
+               accelerator: Accelerator | None = None, precision: torch.dtype | None = None,
+               consistency: float = 0.0) -> float:
     """One optimisation step on one batch (gradients clipped to norm 1); the loss before the step. `weights`
-    weigh the responses' sentence losses; `words` are word targets for the word heads. With an `accelerator`,
-    `model` may be its DDP/DeepSpeed wrapper; `precision` autocasts the forward pass."""
+    weigh the responses' sentence losses; `words` are word targets for the word heads. `consistency` > 0: the
+    batch's second half is its first half perturbed, and their scores' squared difference is added with that
+    weight. With an `accelerator`, `model` may be its DDP/DeepSpeed wrapper; `precision` autocasts the forward
+    pass."""
     core = accelerator.unwrap_model(model) if accelerator else model
     device = core.backbone.device
     with autocast(core, precision):
@@ -289,6 +306,8 @@ def train_step(model: GraderModel, audio: AudioStates, prompts: list[str | None]
                           None if weights is None else weights.to(device))
         if words is not None and core.word_heads is not None:
             loss = loss + word_weight * word_loss(output, words, core.scale)
+        if consistency:
+            loss = loss + consistency * consistency_loss(output, core.scale)
     optimizer.zero_grad()
     (accelerator.backward if accelerator else torch.Tensor.backward)(loss)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -355,7 +374,7 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
     decoded = None
     view_rng = random.Random(config.seed + 1)
     for epoch in range(first_epoch, config.epochs):
-        epoch_states = train_set.epoch_states(view_rng)
+        epoch_states = None if config.consistency else train_set.epoch_states(view_rng)
         net.train()
         batches = length_batches([len(a) for a in train_set.audio], config.batch_size, shuffle=True,
                                  seed=config.seed * 1000 + epoch)
@@ -363,12 +382,17 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
         batches = batches[: len(batches) // world * world][accelerator.process_index :: world]
         progress = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not main)
         for batch in progress:
-            audio = batch_audio(model, batch, train_set.audio, epoch_states)
             batch_prompts = [None if rng.random() < config.text_dropout else prompts[i] for i in batch]
+            if config.consistency:  # the clean recordings, then the same responses perturbed, with the same texts
+                audio = batch_audio(model, list(range(2 * len(batch))), [],
+                                    train_set.paired_states(batch, view_rng))
+                batch, batch_prompts = batch + batch, batch_prompts + batch_prompts
+            else:
+                audio = batch_audio(model, batch, train_set.audio, epoch_states)
             words = [train_set.words[i] if p else None for i, p in zip(batch, batch_prompts)]
             loss = train_step(net, audio, batch_prompts, targets[batch], optimizer, objective, schedule,
                               None if weights is None else weights[batch], words, config.word_weight, accelerator,
-                              PRECISIONS[config.precision])
+                              PRECISIONS[config.precision], config.consistency)
             progress.set_postfix(loss=f"{loss:.3f}", lr=f"{schedule.get_last_lr()[0]:.1e}")
 
         model.eval()

@@ -5,11 +5,14 @@ import json
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from grader.audio import SAMPLE_RATE, load_audio, trim_to_speech
-from grader.augment import augment, room_tone
+from grader.augment import CHANNELS, augment, room_tone
 from grader.data import read_manifest
+from grader.model import HeadOutput, consistency_loss
+from grader.scale import get_scale
 from grader.train import Examples
 from grader.train import main as train_main
 
@@ -20,10 +23,8 @@ def rms(x: np.ndarray) -> float:
 
 def test_augmentations_are_deterministic_and_keep_the_answer(speech_clip):
     clean = load_audio(speech_clip)
-    channels = set()
-    for seed in range(16):  # these seeds draw all six channels
-        channels.add(int(np.random.default_rng([0, seed]).integers(6)))
-        once, again = (augment(clean, np.random.default_rng([0, seed])) for _ in range(2))
+    for seed, channel in enumerate(CHANNELS * 3):  # every channel, three random settings each
+        once, again = (augment(clean, np.random.default_rng([0, seed]), channel) for _ in range(2))
         assert np.array_equal(once, again), seed
         assert once.dtype == np.float32 and np.all(np.isfinite(once)) and np.abs(once).max() <= 1.0
         # at most 4.5 s of room tone added (and a codec's few ms of padding); never shorter than the answer
@@ -32,7 +33,8 @@ def test_augmentations_are_deterministic_and_keep_the_answer(speech_clip):
         share = len(clean) / len(once)
         assert 0.1 * 0.5 * np.sqrt(share) < rms(once) / rms(clean) < 1.5, seed
         assert not np.array_equal(once[: len(clean)], clean)
-    assert channels == set(range(6))
+    with pytest.raises(ValueError, match="channel must be one of"):
+        augment(clean, np.random.default_rng(0), "underwater")
     assert not np.array_equal(augment(clean, np.random.default_rng([0, 1])), augment(clean, np.random.default_rng([1, 1])))
 
 
@@ -75,3 +77,29 @@ def test_training_with_augmented_views_runs(tiny_whisper, small_manifest, tmp_pa
     train_main(args[:-2] + ["--out", str(tmp_path / "again")])  # a rerun reads every view from the cache
     after = torch.load(next(cache.glob("encoder-*.pt")))
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_consistency_moves_only_the_perturbed_scores():
+    scale = get_scale("speechocean762")
+    clean = torch.tensor([[6.0], [8.0]])
+    logits = torch.randn(2, 1, scale.num_classes)
+    same = HeadOutput(torch.cat([clean, clean]), torch.cat([logits, logits]))
+    assert consistency_loss(same, scale).item() == 0.0
+    regression = torch.cat([clean, clean + torch.tensor([[1.0], [0.0]])]).requires_grad_()
+    moved = HeadOutput(regression, torch.cat([logits, logits]))
+    loss = consistency_loss(moved, scale)
+    assert loss.item() == pytest.approx(0.5)  # one response of two moved by one step; the soft scores agree
+    loss.backward()
+    assert torch.all(regression.grad[:2] == 0) and regression.grad[2, 0] > 0  # the clean half is held fixed
+
+
+def test_training_with_consistency_runs(tiny_whisper, small_manifest, tmp_path, capsys):
+    out = tmp_path / "run"
+    train_main(["--manifest", str(small_manifest), "--model", tiny_whisper, "--limit", "8", "--dev-speakers", "1",
+                "--epochs", "1", "--batch-size", "4", "--target", "total", "--augment-views", "2",
+                "--consistency", "1", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    info = json.loads((out / "grader.json").read_text())
+    assert info["training"]["consistency"] == 1 and info["dev_metrics"]
+    with pytest.raises(SystemExit):  # refused with the reason, before any work
+        train_main(["--manifest", str(small_manifest), "--consistency", "1"])
+    assert "needs --augment-views" in capsys.readouterr().err
