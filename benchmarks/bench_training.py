@@ -80,7 +80,8 @@ def run_variant(name: str, opts: TrainingBench, responses, audios) -> dict:
         cache_s = time.perf_counter() - t0
 
     def step(batch: list[int]) -> float:
-        return train_step(model, batch_audio(model, batch, audios, states), [prompts[i] for i in batch],
+        inputs = states or audios
+        return train_step(model, batch_audio(model, [inputs[i] for i in batch]), [prompts[i] for i in batch],
                           targets[batch], optimizer, opts.objective)
 
     model.train()

@@ -117,9 +117,6 @@ class TrainConfig:
             raise ValueError("dev speakers, limit, folds, reweight, augment views and consistency cannot be negative")
         if self.consistency and not self.augment_views:
             raise ValueError("--consistency compares clean and perturbed recordings: it needs --augment-views")
-        if self.augment_views and self.model.lora.scope != "text":
-            raise ValueError("--augment-views caches the frozen encoder's outputs: LoRA must leave it frozen "
-                             "(--lora-scope text)")
         if any(not 0 <= k < self.folds for k in self.run_folds):
             raise ValueError(f"--run-folds must name folds 0..{self.folds - 1} of --folds, not {self.run_folds}")
         if self.folds and (self.sandi or self.dev_manifest):
@@ -165,22 +162,28 @@ class Examples:
     audio: list[np.ndarray]
     states: list[torch.Tensor] | None  # None when the encoder trains (LoRA on it): no cache
     words: list[torch.Tensor | None]  # (words, word aspects) per response; None where it has no word scores
-    views: list[list[torch.Tensor]] | None = None  # encoder outputs of each response's augmented recordings
+    # each response's augmented recordings: their frozen-encoder outputs, or the recordings when the encoder trains
+    views: list[list[torch.Tensor | np.ndarray]] | None = None
 
     def take(self, rows: list[int]) -> "Examples":
         return Examples([self.responses[i] for i in rows], [self.audio[i] for i in rows],
                         None if self.states is None else [self.states[i] for i in rows], [self.words[i] for i in rows],
                         None if self.views is None else [self.views[i] for i in rows])
 
-    def epoch_states(self, rng: random.Random) -> list[torch.Tensor] | None:
-        """Each response's encoder outputs for one epoch: one of its views (clean or augmented) at random."""
-        if not self.views:
-            return self.states
-        return [rng.choice([clean, *views]) for clean, views in zip(self.states, self.views)]
+    def inputs(self) -> list[torch.Tensor | np.ndarray]:
+        """What the model reads of each clean response: its frozen-encoder outputs, or its recording."""
+        return self.audio if self.states is None else self.states
 
-    def paired_states(self, batch: list[int], rng: random.Random) -> list[torch.Tensor]:
-        """A batch's clean encoder outputs, then one augmented view of each response in the same order."""
-        return [self.states[i] for i in batch] + [rng.choice(self.views[i]) for i in batch]
+    def epoch_inputs(self, rng: random.Random) -> list[torch.Tensor | np.ndarray]:
+        """Each response's input for one epoch: one of its views (clean or augmented) at random."""
+        if not self.views:
+            return self.inputs()
+        return [rng.choice([clean, *views]) for clean, views in zip(self.inputs(), self.views)]
+
+    def paired_inputs(self, batch: list[int], rng: random.Random) -> list[torch.Tensor | np.ndarray]:
+        """A batch's clean inputs, then one augmented view of each response in the same order."""
+        clean = self.inputs()
+        return [clean[i] for i in batch] + [rng.choice(self.views[i]) for i in batch]
 
 
 def word_targets(responses: list[Response], scores: dict[str, WordScores], aspects: list[str]) -> list:
@@ -206,6 +209,9 @@ def prepare(config: TrainConfig, model: GraderModel, responses: list[Response]) 
             views = augmented_views(config, model, responses, names)
         print(f"encoder outputs for {len(states)} responses ({config.augment_views} augmented views each) ready "
               f"in {time.perf_counter() - started:.0f} s")
+    elif config.augment_views:  # the encoder trains: keep the perturbed recordings, encoded afresh every step
+        views = [[perturbed(config, r, v) for v in range(config.augment_views)]
+                 for r in tqdm(responses, desc="augmenting", leave=False)]
     words = [None] * len(responses)
     if config.word_scores:
         words = word_targets(responses, read_word_scores(config.word_scores, config.model.word_aspects),
@@ -214,20 +220,22 @@ def prepare(config: TrainConfig, model: GraderModel, responses: list[Response]) 
     return Examples(responses, audio, states, words, views)
 
 
+def perturbed(config: TrainConfig, response: Response, v: int) -> np.ndarray:
+    """View v of a response: its recording through channel v of CHANNELS (grader.augment), with settings drawn
+    from (seed, v, its utt_id), so it is the same in every run and fold; trimmed after the perturbation, as a real
+    recording's room tone comes before the answer."""
+    rng = np.random.default_rng([config.seed, v, zlib.crc32(response.utt_id.encode())])
+    return trim_to_speech(augment(load_audio(response.audio), rng, CHANNELS[v % len(CHANNELS)]))
+
+
 def augmented_views(config: TrainConfig, model: GraderModel, responses: list[Response],
                     names: list[str]) -> list[list[torch.Tensor]]:
-    """`--augment-views` perturbed recordings of each response (grader.augment, before the trim, as a real
-    recording's room tone comes before the answer), encoded and cached. View v of a clip goes through channel
-    v of CHANNELS with settings drawn from (seed, v, its utt_id), so it is the same in every run and fold; the
-    cache names it by grader.augment.RECIPE too, so changed settings are encoded afresh."""
-    def perturbed(i: int, v: int) -> np.ndarray:
-        rng = np.random.default_rng([config.seed, v, zlib.crc32(responses[i].utt_id.encode())])
-        return trim_to_speech(augment(load_audio(responses[i].audio), rng, CHANNELS[v % len(CHANNELS)]))
-
+    """The frozen encoder's outputs of each response's `--augment-views` perturbed recordings, cached; the cache
+    names them by grader.augment.RECIPE too, so changed settings are encoded afresh."""
     views: list[list[torch.Tensor]] = [[] for _ in responses]
     for v in range(config.augment_views):
         encoded = cached_encodings(model, [f"{name}#augment{config.seed}.{v}.{RECIPE}" for name in names],
-                                   lambda i: perturbed(i, v), config.cache_dir)
+                                   lambda i: perturbed(config, responses[i], v), config.cache_dir)
         for i, states in enumerate(encoded):
             views[i].append(states)
     return views
@@ -280,12 +288,11 @@ def cached_encodings(model: GraderModel, names: list[str], audio: Callable[[int]
     return [store[name] for name in names]
 
 
-def batch_audio(model: GraderModel, batch: list[int], audios: list[np.ndarray],
-                states: list[torch.Tensor] | None = None) -> AudioStates:
-    """A batch's encoder outputs: from the cache of frozen-encoder `states`, else by running the encoder."""
-    if states is not None:
-        return AudioStates.batch([states[i].float() for i in batch]).to(model.backbone.device)
-    return model.backbone.encode(model.backbone.features([audios[i] for i in batch]))
+def batch_audio(model: GraderModel, inputs: list[torch.Tensor | np.ndarray]) -> AudioStates:
+    """A batch's encoder outputs: cached frozen-encoder outputs as they are, recordings through the encoder."""
+    if isinstance(inputs[0], torch.Tensor):
+        return AudioStates.batch([s.float() for s in inputs]).to(model.backbone.device)
+    return model.backbone.encode(model.backbone.features(inputs))
 
 
 def train_step(model: GraderModel, audio: AudioStates, prompts: list[str | None], targets: torch.Tensor,
@@ -374,7 +381,7 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
     decoded = None
     view_rng = random.Random(config.seed + 1)
     for epoch in range(first_epoch, config.epochs):
-        epoch_states = None if config.consistency else train_set.epoch_states(view_rng)
+        epoch_inputs = None if config.consistency else train_set.epoch_inputs(view_rng)
         net.train()
         batches = length_batches([len(a) for a in train_set.audio], config.batch_size, shuffle=True,
                                  seed=config.seed * 1000 + epoch)
@@ -384,11 +391,10 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
         for batch in progress:
             batch_prompts = [None if rng.random() < config.text_dropout else prompts[i] for i in batch]
             if config.consistency:  # the clean recordings, then the same responses perturbed, with the same texts
-                audio = batch_audio(model, list(range(2 * len(batch))), [],
-                                    train_set.paired_states(batch, view_rng))
+                audio = batch_audio(model, train_set.paired_inputs(batch, view_rng))
                 batch, batch_prompts = batch + batch, batch_prompts + batch_prompts
             else:
-                audio = batch_audio(model, batch, train_set.audio, epoch_states)
+                audio = batch_audio(model, [epoch_inputs[i] for i in batch])
             words = [train_set.words[i] if p else None for i, p in zip(batch, batch_prompts)]
             loss = train_step(net, audio, batch_prompts, targets[batch], optimizer, objective, schedule,
                               None if weights is None else weights[batch], words, config.word_weight, accelerator,

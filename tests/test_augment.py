@@ -50,11 +50,11 @@ def test_each_epoch_draws_clean_or_augmented_views():
     clean = [torch.zeros(3, 2) for _ in range(50)]
     views = [[torch.ones(4, 2)] for _ in range(50)]
     examples = Examples([None] * 50, [np.zeros(1)] * 50, clean, [None] * 50, views)
-    drawn = examples.epoch_states(random.Random(0))
+    drawn = examples.epoch_inputs(random.Random(0))
     assert {len(s) for s in drawn} == {3, 4}  # both kinds, about half each
     assert 10 < sum(len(s) == 4 for s in drawn) < 40
-    assert [len(s) for s in examples.take([0, 1]).epoch_states(random.Random(0))] == [len(s) for s in drawn[:2]]
-    assert Examples([None], [np.zeros(1)], clean[:1], [None]).epoch_states(random.Random(0)) is not None
+    assert [len(s) for s in examples.take([0, 1]).epoch_inputs(random.Random(0))] == [len(s) for s in drawn[:2]]
+    assert Examples([None], [np.zeros(1)], clean[:1], [None]).epoch_inputs(random.Random(0)) is not None
 
 
 def test_training_with_augmented_views_runs(tiny_whisper, small_manifest, tmp_path):
@@ -93,13 +93,18 @@ def test_consistency_moves_only_the_perturbed_scores():
     assert torch.all(regression.grad[:2] == 0) and regression.grad[2, 0] > 0  # the clean half is held fixed
 
 
-def test_training_with_consistency_runs(tiny_whisper, small_manifest, tmp_path, capsys):
+@pytest.mark.parametrize("scope", ["text", "all"])
+def test_training_with_consistency_runs(scope, tiny_whisper, small_manifest, tmp_path, capsys):
+    """With the encoder frozen the views are cached encoder outputs; with LoRA on it (scope all) they are
+    recordings, encoded afresh every step."""
     out = tmp_path / "run"
     train_main(["--manifest", str(small_manifest), "--model", tiny_whisper, "--limit", "8", "--dev-speakers", "1",
                 "--epochs", "1", "--batch-size", "4", "--target", "total", "--augment-views", "2",
-                "--consistency", "1", "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+                "--consistency", "1", "--lora-scope", scope, "--cache-dir", str(tmp_path / "cache"),
+                "--out", str(out)])
     info = json.loads((out / "grader.json").read_text())
     assert info["training"]["consistency"] == 1 and info["dev_metrics"]
+    assert (scope == "text") == any((tmp_path / "cache").glob("encoder-*.pt"))
     with pytest.raises(SystemExit):  # refused with the reason, before any work
         train_main(["--manifest", str(small_manifest), "--consistency", "1"])
     assert "needs --augment-views" in capsys.readouterr().err
