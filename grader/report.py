@@ -6,6 +6,7 @@ the review flag finds the misgraded responses. `grader.train --folds K` writes t
     python -m grader.report runs/cv-base runs/cv-new --folds 0,1   # paired: only the folds both runs trained
     python -m grader.report runs/cv-base --stretch             # a post-hoc spread of the scores, fitted out of fold
     python -m grader.report runs/cv-base --review              # the review flag's precision and recall, by rule
+    python -m grader.report runs/cv-base runs/cv-new --ensemble    # and a row for the mean of the runs' predictions
 """
 
 import csv
@@ -167,36 +168,85 @@ def write_crossval(config, responses: list[Response], fold_of: list[int], oof: l
     return report
 
 
+def read_oof(run: Path, name: str = "oof.tsv") -> list[dict]:
+    path = run / name
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def oof_figures(report: dict, rows: list[dict], words: list[dict], decoding_names: list[str]) -> dict:
+    """A report's figures (metrics, per-fold spread, bands, review flag) computed from out-of-fold rows as
+    oof.tsv / oof_words.tsv hold them."""
+    aspects = report["training"]["model"]["aspects"]
+    word_aspects = report["training"]["model"]["word_aspects"]
+    folds = sorted({int(r["fold"]) for r in rows})
+    get = lambda group, key: [float(r[key]) for r in group]  # noqa: E731
+    metrics, per_fold, bands, review = {}, {}, {}, {}
+    for d in decoding_names:
+        for a in aspects:
+            name = f"{a}/{d}"
+            metrics[name] = score_metrics(get(rows, f"{a}_{d}"), get(rows, a))
+            per_fold[name] = [score_metrics(*(get([r for r in rows if int(r["fold"]) == k], key)
+                                              for key in (f"{a}_{d}", a)))["pcc"] for k in folds]
+            bands[name] = band_table(get(rows, f"{a}_{d}"), get(rows, a))
+        review[d] = flag_figures([bool(r["review"]) for r in rows], get(rows, f"{aspects[0]}_{d}"),
+                                 get(rows, aspects[0]))
+    for a in word_aspects if words else ():
+        metrics[f"word/{a}"] = score_metrics(get(words, f"{a}_predicted"), get(words, a))
+        per_fold[f"word/{a}"] = [score_metrics(*(get([r for r in words if int(r["fold"]) == k], key)
+                                                 for key in (f"{a}_predicted", a)))["pcc"] for k in folds]
+    return {"metrics": metrics, "spread": {k: fold_spread(v) for k, v in per_fold.items()}, "bands": bands,
+            "responses": len(rows), "speakers": len({r["speaker"] for r in rows}),
+            "review": {"aspect": aspects[0], **review}}
+
+
 def restrict(report: dict, run: Path, folds: set[int]) -> dict:
     """The report's figures recomputed from its oof.tsv / oof_words.tsv on `folds` only, so a run of some folds
     (`train --run-folds`) compares with a full run on the same held-out speakers."""
-    aspects = report["training"]["model"]["aspects"]
-    word_aspects = report["training"]["model"]["word_aspects"]
-    with open(run / "oof.tsv", newline="") as f:
-        rows = [r for r in csv.DictReader(f, delimiter="\t") if int(r["fold"]) in folds]
-    groups = {"all": rows, **{k: [r for r in rows if int(r["fold"]) == k] for k in sorted(folds)}}
-    metrics, per_fold, bands, review = {}, {}, {}, {}
-    for d in decodings(report["training"]["model"]["objective"]):
+    rows = [r for r in read_oof(run) if int(r["fold"]) in folds]
+    words = [r for r in read_oof(run, "oof_words.tsv") if int(r["fold"]) in folds]
+    figures = oof_figures(report, rows, words, decodings(report["training"]["model"]["objective"]))
+    return report | figures | {"run": f"{report['run']} (folds {','.join(map(str, sorted(folds)))})"}
+
+
+def ensemble(reports: list[dict], runs: list[Path]) -> dict:
+    """The out-of-fold figures of the runs' mean prediction (regression and soft, each aspect; each word's scores
+    over the runs that have word heads). Every run's prediction of a response comes from a model that never heard
+    its speaker, so their mean is out of fold too: what an ensemble of the recipes, each trained on all speakers,
+    would score on new ones. The review flag is the shipped rule (grader.review) on the mean scores."""
+    from .inference import AspectScore, Prediction
+    from .review import review_reasons
+    from .scale import get_scale
+
+    aspects = reports[0]["training"]["model"]["aspects"]
+    if any(r["training"]["model"]["aspects"] != aspects for r in reports):
+        raise SystemExit("--ensemble needs runs that predict the same aspects")
+    tables = [{r["utt_id"]: r for r in read_oof(run)} for run in runs]
+    if any(t.keys() != tables[0].keys() for t in tables):
+        raise SystemExit("--ensemble needs runs over the same responses (full runs of the same manifest)")
+    scale = get_scale(reports[0]["training"]["model"]["scale"])
+    rows = []
+    for utt, first in tables[0].items():
+        row = dict(first)
         for a in aspects:
-            name = f"{a}/{d}"
-            get = lambda group, key: [float(r[key]) for r in group]  # noqa: E731
-            metrics[name] = score_metrics(get(rows, f"{a}_{d}"), get(rows, a))
-            per_fold[name] = [score_metrics(get(g, f"{a}_{d}"), get(g, a))["pcc"] for k, g in groups.items() if k != "all"]
-            bands[name] = band_table(get(rows, f"{a}_{d}"), get(rows, a))
-        review[d] = flag_figures([bool(r["review"]) for r in rows], [float(r[f"{aspects[0]}_{d}"]) for r in rows],
-                                 [float(r[aspects[0]]) for r in rows])
-    if word_aspects and (run / "oof_words.tsv").is_file():
-        with open(run / "oof_words.tsv", newline="") as f:
-            words = [r for r in csv.DictReader(f, delimiter="\t") if int(r["fold"]) in folds]
-        for a in word_aspects:
-            metrics[f"word/{a}"] = score_metrics([float(r[f"{a}_predicted"]) for r in words], [float(r[a]) for r in words])
-            per_fold[f"word/{a}"] = [score_metrics([float(r[f"{a}_predicted"]) for r in words if int(r["fold"]) == k],
-                                                   [float(r[a]) for r in words if int(r["fold"]) == k])["pcc"]
-                                     for k in sorted(folds)]
-    spread = {k: fold_spread(v) for k, v in per_fold.items()}
-    return report | {"run": f"{report['run']} (folds {','.join(map(str, sorted(folds)))})", "metrics": metrics,
-                     "spread": spread, "bands": bands, "responses": len(rows),
-                     "speakers": len({r["speaker"] for r in rows}), "review": {"aspect": aspects[0], **review}}
+            for d in ("regression", "soft"):
+                row[f"{a}_{d}"] = str(np.mean([float(t[utt][f"{a}_{d}"]) for t in tables]))
+        prediction = Prediction({a: AspectScore(float(row[f"{a}_regression"]), float(row[f"{a}_soft"]), float("nan"), [])
+                                 for a in aspects}, scale, "oof")
+        row["review"] = "; ".join(r.code for r in review_reasons(prediction))
+        rows.append(row)
+    word_tables = [{(r["utt_id"], r["word_index"]): r for r in read_oof(run, "oof_words.tsv")} for run in runs]
+    word_tables = [t for t in word_tables if t]
+    words = []
+    for key, first in (word_tables[0] if word_tables else {}).items():
+        words.append(dict(first) | {name: str(np.mean([float(t[key][name]) for t in word_tables]))
+                                    for name in first if name.endswith("_predicted")})
+    base = next((r for r in reports if r["training"]["model"]["word_aspects"]), reports[0])  # names word aspects
+    return base | oof_figures(base, rows, words, ["regression", "soft"]) | {
+        "run": "mean of " + " + ".join(r["run"] for r in reports)}
+
 
 
 def stretch_table(run: Path, aspect: str = "total", decoding: str = "soft") -> str:
@@ -291,13 +341,14 @@ def print_crossval(report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    detail, stretch, review = "--detail" in args, "--stretch" in args, "--review" in args
+    detail, stretch, review, mean = ("--detail" in args, "--stretch" in args, "--review" in args,
+                                     "--ensemble" in args)
     folds = None
     if "--folds" in args:
         at = args.index("--folds")
         folds = {int(k) for k in args[at + 1].split(",")}
         args = args[:at] + args[at + 2:]
-    runs = [a for a in args if a not in ("--detail", "--stretch", "--review")]
+    runs = [a for a in args if a not in ("--detail", "--stretch", "--review", "--ensemble")]
     if not runs:
         raise SystemExit("usage: python -m grader.report RUN_DIR [RUN_DIR ...] [--detail]  (runs of grader.train --folds)")
     reports = []
@@ -310,6 +361,8 @@ def main(argv: list[str] | None = None) -> None:
             continue
         report = json.loads(path.read_text())
         reports.append(restrict(report, Path(run), folds) if folds else report)
+    if mean and reports:
+        reports.append(ensemble(reports, [Path(run) for run in runs]))
     if reports:
         print("\n\n".join(detail_tables(r) for r in reports) if detail else comparison_table(reports))
 
