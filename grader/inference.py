@@ -21,6 +21,7 @@ from .audio import trim_to_speech
 from .backbones import AudioStates, BackboneConfig, WhisperBackbone
 from .backbones.whisper import adapters_off
 from .data import length_batches
+from .ensemble import check_members, mean_decoded
 from .evidence.alignment import spoken_words
 from .model import Decoded, decode
 from .model import GraderModel, LoraOptions, ModelConfig, read_checkpoint_info
@@ -127,10 +128,12 @@ class Prediction:
 class Grader:
     """A loaded checkpoint, ready to grade 16-kHz audio. Load once per process: loading takes seconds."""
 
-    def __init__(self, model: GraderModel, checkpoint_id: str, info: dict, precision: str = "fp32"):
+    def __init__(self, model: GraderModel, checkpoint_id: str, info: dict, precision: str = "fp32",
+                 members: list[GraderModel] | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-        self.model = model
+        self.model = model  # encodes the audio, and its Whisper gives the transcript and the reference check
+        self.members = members or [model]  # an ensemble (grader.ensemble) scores with each on model's encoding
         self.checkpoint_id = checkpoint_id
         self.info = info
         self.precision = PRECISIONS[precision]
@@ -152,14 +155,18 @@ class Grader:
             torch.set_num_threads(threads)
         info = read_checkpoint_info(folder)
         overrides = {"pad_to_30s": True} if pad_to_30s else {}
-        model = GraderModel.load(folder, device or ("cuda" if torch.cuda.is_available() else "cpu"), **overrides)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        members = [GraderModel.load(folder / name, device, **overrides) for name in info.get("members", [])]
+        if members:
+            check_members(members)
+        model = members[0] if members else GraderModel.load(folder, device, **overrides)
         device = model.backbone.device
         if precision == "bf16" and not native_bf16(device):
             hardware = (torch.cuda.get_device_name(device) if device.type == "cuda"
                         else f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
             log.warning("precision bf16 on %s without native bfloat16 (%s): torch emulates it, so grading is "
                         "several times slower than fp32; use fp32 here", device, hardware)
-        return cls(model, info.get("checkpoint_id", folder.name), info, precision)
+        return cls(model, info.get("checkpoint_id", folder.name), info, precision, members)
 
     @classmethod
     def zero_shot(cls, model: str, scale: str = "speechocean762", aspects: list[str] | None = None,
@@ -197,6 +204,11 @@ class Grader:
     @property
     def uses_text(self) -> bool:
         return self.model.config.use_text
+
+    @property
+    def word_aspects(self) -> list[str]:
+        """The word-level scores the grader gives (empty: no member has word heads)."""
+        return next((m.config.word_aspects for m in self.members if m.word_heads is not None), [])
 
     def assess(self, recording: str | Path | np.ndarray, reference_text: str | None = None,
                options: "AssessOptions | None" = None) -> "Assessment":
@@ -274,7 +286,8 @@ class Grader:
         prompts = prompts if prompts and self.uses_text else [None] * len(audios)
         with self.lock:
             states = encode_audios(self.model, audios, batch_size, self.precision)
-            decoded = score_states(self.model, states, prompts, batch_size, self.precision)
+            decoded = mean_decoded([score_states(m, states, prompts, batch_size, self.precision)
+                                    for m in self.members], self.scale.values)
         latency = (time.perf_counter() - start) / max(len(audios), 1)
         return [self._prediction(decoded, i, latency, prompts[i]) for i in range(len(audios))], states
 
@@ -288,8 +301,7 @@ class Grader:
         elif decoded.words[i] is None:
             note = "word scores need a reference text: give the sentence the candidate read"
         else:
-            aspects = self.model.config.word_aspects
-            words = [{"word": word, **{a: round(float(v), 2) for a, v in zip(aspects, row)}}
+            words = [{"word": word, **{a: round(float(v), 2) for a, v in zip(self.word_aspects, row)}}
                      for word, row in zip(prompt.split(), decoded.words[i].tolist())]
         return Prediction(scores, self.scale, self.checkpoint_id, latency, words, note, uncalibrated=self.uncalibrated)
 

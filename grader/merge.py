@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
     options = parse_options(MergeOptions, argv, positional="paths")
     if len(options.paths) != 2:
         raise SystemExit("usage: python -m grader.merge CHECKPOINT OUT")
+    if "members" in read_checkpoint_info(options.paths[0]):
+        raise SystemExit(f"{options.paths[0]} is an ensemble (grader.ensemble): merge each member folder in it on "
+                         "its own")
     merge(*options.paths)
 
 
