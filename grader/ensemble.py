@@ -56,6 +56,7 @@ def write_ensemble(out: str | Path, members: list[str | Path]) -> Path:
     check_members([GraderModel.load(m) for m in members])
     names = [f"member{k}" for k in range(len(members))]
     out.mkdir(parents=True, exist_ok=True)
+    (out / "weights.safetensors").unlink(missing_ok=True)  # a single grader's weights there would be stale
     for name, member in zip(names, members):
         (out / name).mkdir(exist_ok=True)
         for file in ("grader.json", "weights.safetensors"):

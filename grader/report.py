@@ -245,7 +245,7 @@ def ensemble(reports: list[dict], runs: list[Path]) -> dict:
                                     for name in first if name.endswith("_predicted")})
     base = next((r for r in reports if r["training"]["model"]["word_aspects"]), reports[0])  # names word aspects
     return base | oof_figures(base, rows, words, ["regression", "soft"]) | {
-        "run": "mean of " + " + ".join(r["run"] for r in reports)}
+        "run": "mean of " + " + ".join(r["run"] for r in reports), "review_rule": "today's rule, on the mean scores"}
 
 
 
@@ -310,7 +310,8 @@ def detail_tables(report: dict) -> str:
             lines.append(f"| {name[5:]} | {m['n']} | {_f(m['pcc'])} | {_f(s.get('mean'))} ± {_f(s.get('sd'))} | "
                          f"{_f(m['src'])} | {_f(m['rmse'])} |")
     r = report["review"][decoding]
-    lines += ["", f"Review flag (the rule when this run was trained) against |{aspect} error| > {MISGRADED:g} "
+    rule = report.get("review_rule", "the rule when this run was trained")
+    lines += ["", f"Review flag ({rule}) against |{aspect} error| > {MISGRADED:g} "
               f"({decoding}): {r['flagged']} of {r['n']} flagged, {r['misgraded']} misgraded, {r['caught']} caught: "
               f"precision {_f(r['precision'], 2)}, recall {_f(r['recall'], 2)}; `--review` applies today's rule."]
     return "\n".join(lines)

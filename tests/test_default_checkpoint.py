@@ -21,12 +21,12 @@ def default_grader() -> Grader:
     return Grader.load()
 
 
-def test_default_checkpoint_is_small_and_documented():
-    size = sum(f.stat().st_size for f in DEFAULT_CHECKPOINT.iterdir())
+def test_default_checkpoint_is_small_and_documented(default_grader):
+    size = sum(f.stat().st_size for f in DEFAULT_CHECKPOINT.rglob("*") if f.is_file())
     assert size < 20 * 2**20, "no base weights in git: only LoRA and heads"
-    assert (DEFAULT_CHECKPOINT / "MODEL_CARD.md").is_file()
-    info = json.loads((DEFAULT_CHECKPOINT / "grader.json").read_text())
-    assert info["model"]["aspects"][0] == "total"
+    assert (DEFAULT_CHECKPOINT / "MODEL_CARD.md").is_file() and (DEFAULT_CHECKPOINT / "train.sh").is_file()
+    assert default_grader.aspects[0] == "total" and default_grader.word_aspects == ["accuracy", "total"]
+    assert len(default_grader.members) == len(json.loads((DEFAULT_CHECKPOINT / "grader.json").read_text())["members"])
 
 
 def test_default_grader_agrees_with_experts(default_grader, speechocean_dir):
