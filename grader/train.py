@@ -4,10 +4,12 @@
         --target total --backbone whisper --model tiny.en --objective fa+reg --dev-speakers 25 --out runs/base
 
 When LoRA leaves the audio encoder frozen (the default scope "text"), its outputs are computed once and
-cached, so each epoch costs only the decoder/LLM and the heads. `--augment-views K` caches K randomly perturbed
-recordings of each clip too (grader.augment: room tone, gain, noise, reverb, telephone, codecs; trimmed as the
-app trims) and each epoch draws one of the clip's K+1 views, so the model learns to ignore the channel at no
-extra cost per epoch.
+cached, so each epoch costs only the decoder/LLM and the heads. `--augment-views K` caches K perturbed
+recordings of each clip too (grader.augment: view v through channel v of its CHANNELS, noise, room, telephone,
+codec, clean, with random room tone and gain; trimmed as the app trims) and each epoch draws one of the clip's K+1
+views, so the model learns to ignore the channel at no extra cost per epoch; `--consistency W` instead trains each
+batch clean and perturbed and pulls the perturbed scores to the clean ones. With LoRA on the encoder the views are
+kept as recordings and encoded every step.
 
 `--folds K` cross-validates by speaker instead: one model per fold on the other folds' speakers (the encoder
 cache shared), out-of-fold predictions for every response (`oof.tsv`, `oof_words.tsv`) and their metrics, band
