@@ -203,8 +203,8 @@ def test_an_answer_to_another_text_is_flagged_on_the_card(speechocean_clips, tmp
 def test_the_card_shows_its_headline_and_the_disclosure_opens(speechocean_clips, tmp_path):
     """The shipped grader on a real answer: before any grade the final-score box is empty (not 0); after it, the
     card shows one number and what it is, the regression and most-likely values stay hidden until "About this
-    score" is opened, and the evidence panel says why there are no word scores (no word heads yet, or no text); the
-    timeline has no heavy frame."""
+    score" is opened, and the evidence panel scores each word of the reference text; the timeline has no heavy
+    frame."""
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium)")
     from playwright.sync_api import expect, sync_playwright
@@ -231,7 +231,10 @@ def test_the_card_shows_its_headline_and_the_disclosure_opens(speechocean_clips,
         header = heads.locator("th").nth(1).bounding_box()
         assert header["height"] < 40, header  # one line, not wrapped letter by letter
         panel = page.locator("#evidence-panel").first
-        expect(panel.locator(".evidence .word-note")).to_contain_text("word heads", timeout=120_000)
+        chips = panel.locator(".evidence .word-scores .wscore")  # the shipped grader scores each reference word
+        expect(chips).to_have_count(6, timeout=120_000)
+        expect(chips.first).to_have_text("IT'S")
+        assert re.search(r"accuracy \d+\.\d, total \d+\.\d \(of 10\)", chips.first.get_attribute("title"))
         expect(panel.locator("#timeline .js-plotly-plot")).to_be_visible(timeout=30_000)
         frame = panel.locator("#timeline").evaluate("e => getComputedStyle(e).borderTopWidth")
         assert float(frame.removesuffix("px")) <= 1, frame  # was a 3-px black frame

@@ -186,12 +186,12 @@ def test_word_scores_in_the_panel_the_api_and_both_csvs(services, speechocean_cl
     assert written[1]["word_accuracy"] == ""  # no reference text: no word scores
 
 
-def test_without_word_scores_the_panel_says_why(services, shipped, speech_clip):
+def test_without_word_scores_the_panel_says_why(services, tiny_checkpoint, speech_clip):
     graded = cb.grade_file(services, speech_clip)  # a word-head checkpoint, no reference text
     panel = evidence_html(cb.evidence_for(services, graded).evidence)
     assert "wscore" not in panel and "Word scores need a reference text: give the sentence the candidate read." \
            in panel
-    note = shipped.assess(speech_clip, TEXT).prediction.words_note  # the shipped grader: no word heads yet
+    note = Grader.load(tiny_checkpoint).assess(speech_clip, TEXT).prediction.words_note  # a grader without word heads
     evidence = {**cb.evidence_for(services, graded).evidence, "word_scores": {"words": [], "note": note}}
     assert "this checkpoint has no word heads" in evidence_html(evidence).lower()
 
