@@ -64,27 +64,32 @@ def review_flags(oof: Decoded, aspects: list[str], scale: ScoreScale) -> list[li
             for i in range(len(oof.soft))]
 
 
+def row_review_codes(row: dict, aspects: list[str], scale: ScoreScale) -> list[str]:
+    """The review reasons' codes for one oof.tsv row (its regression and soft scores; the hard one where it has it)."""
+    from .inference import AspectScore, Prediction
+    from .review import review_reasons
+
+    return [r.code for r in review_reasons(Prediction({a: AspectScore(
+        float(row[f"{a}_regression"]), float(row[f"{a}_soft"]), float(row.get(f"{a}_hard", "nan")), [])
+        for a in aspects}, scale, "oof"))]
+
+
 def review_table(run: Path, budget: float = 0.2) -> str:
     """Markdown: how well the review flag (grader.review) finds |total error| > 2 out of fold, from the run's
     oof.tsv: the shipped rule per fold and in all, each reason alone, and the rule's thresholds chosen afresh on four
     folds (the most misgrades caught with at most `budget` of the answers flagged) and scored on the fifth."""
-    from .inference import AspectScore, Prediction
-    from .review import ReviewRule, review_reasons
+    from .review import ReviewRule
     from .scale import get_scale
 
     report = json.loads((run / "cv.json").read_text())
     aspects, scale = report["training"]["model"]["aspects"], get_scale(report["training"]["model"]["scale"])
     decoding = headline_decoding(report)
-    with open(run / "oof.tsv", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    rows = read_oof(run)
     get = lambda key: np.array([float(r[key]) for r in rows])  # noqa: E731
     fold, human, predicted = get("fold").astype(int), get(aspects[0]), get(f"{aspects[0]}_{decoding}")
     soft = get(f"{aspects[0]}_soft")
     gap = np.max([np.abs(get(f"{a}_regression") - get(f"{a}_soft")) for a in aspects], axis=0) / scale.step
-    codes = [{r.code for r in review_reasons(Prediction({a: AspectScore(float(row[f"{a}_regression"]),
-                                                                        float(row[f"{a}_soft"]), float(row[f"{a}_hard"]),
-                                                                        []) for a in aspects}, scale, "oof"))}
-             for row in rows]
+    codes = [set(row_review_codes(row, aspects, scale)) for row in rows]
     rule = ReviewRule()
     low = rule.low_score.get(scale.name, -np.inf)
     flagged = np.array([bool(c) for c in codes])
@@ -216,8 +221,6 @@ def ensemble(reports: list[dict], runs: list[Path]) -> dict:
     over the runs that have word heads). Every run's prediction of a response comes from a model that never heard
     its speaker, so their mean is out of fold too: what an ensemble of the recipes, each trained on all speakers,
     would score on new ones. The review flag is the shipped rule (grader.review) on the mean scores."""
-    from .inference import AspectScore, Prediction
-    from .review import review_reasons
     from .scale import get_scale
 
     aspects = reports[0]["training"]["model"]["aspects"]
@@ -229,13 +232,11 @@ def ensemble(reports: list[dict], runs: list[Path]) -> dict:
     scale = get_scale(reports[0]["training"]["model"]["scale"])
     rows = []
     for utt, first in tables[0].items():
-        row = dict(first)
+        row = {k: v for k, v in first.items() if not k.endswith("_hard")}  # a mean has no one most likely class
         for a in aspects:
             for d in ("regression", "soft"):
                 row[f"{a}_{d}"] = str(np.mean([float(t[utt][f"{a}_{d}"]) for t in tables]))
-        prediction = Prediction({a: AspectScore(float(row[f"{a}_regression"]), float(row[f"{a}_soft"]), float("nan"), [])
-                                 for a in aspects}, scale, "oof")
-        row["review"] = "; ".join(r.code for r in review_reasons(prediction))
+        row["review"] = "; ".join(row_review_codes(row, aspects, scale))
         rows.append(row)
     word_tables = [{(r["utt_id"], r["word_index"]): r for r in read_oof(run, "oof_words.tsv")} for run in runs]
     word_tables = [t for t in word_tables if t]
@@ -253,8 +254,7 @@ def stretch_table(run: Path, aspect: str = "total", decoding: str = "soft") -> s
     """Markdown: the band table after a linear stretch that gives the predictions the experts' mean and sd, each
     fold's map fitted on the other folds' out-of-fold predictions (so no fold sees its own labels). It undoes the
     pull toward the middle at no cost in correlation, for some cost in RMSE in the middle bands."""
-    with open(run / "oof.tsv", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    rows = read_oof(run)
     fold = np.array([int(r["fold"]) for r in rows])
     human = np.array([float(r[aspect]) for r in rows])
     predicted = np.array([float(r[f"{aspect}_{decoding}"]) for r in rows])
