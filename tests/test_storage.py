@@ -470,6 +470,8 @@ def test_double_marking_and_adjudication(db):
     assert db.final_mark(g3) == {"score": None, "status": "unmarked", "marks": []}
     with pytest.raises(ValueError, match="no grade"):
         db.final_mark(g3 + 100)
+    # History reads them all at once: the same marks in force, and no row for a grade that is not there
+    assert db.final_marks([g1, g2, g3, g3 + 100]) == {g: db.final_mark(g) for g in (g1, g2, g3)}
     with pytest.raises(ValueError, match="role must be one of"):
         db.work_queue("alice", "boss")
 

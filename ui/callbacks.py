@@ -477,10 +477,12 @@ def history_rows(services: Services, candidate: str = "", task_part: str = "", e
     marker. While a mark is still awaited, an examiner (`viewer`, in `role`) sees only their own: a second marker
     never learns the first mark here. The model's scores as model_shown allows."""
     rows, shown = [], model_shown(services, role)
-    for r in services.db.history(**history_filters(candidate, task_part, examiner, session)):
+    history = services.db.history(**history_filters(candidate, task_part, examiner, session))
+    finals = services.db.final_marks([r["grade_id"] for r in history if r["override_id"]])
+    for r in history:
         if not shown:
             r |= {"soft": None}
-        final = services.db.final_mark(r["grade_id"]) if r["override_id"] else {"score": None, "status": "graded"}
+        final = finals.get(r["grade_id"], {"score": None, "status": "graded"})  # no mark yet: graded
         awaited = final["status"].startswith("awaiting")
         if awaited and role not in STAFF and r["examiner"] != viewer:
             r |= {"examiner": None, "agreement": None}
