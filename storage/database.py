@@ -293,16 +293,19 @@ class Database:
         when it was stored before (a replay). `check`: refuse a given phase that breaks independence (a live mark;
         a replay is stored as it was made). The marks are read before the write lock is taken (holding it longer
         starves other writers), and the decision stands only if no mark of the grade came in meanwhile, checked
-        under the lock (on SQLite, where writers take turns, no other mark slips in between)."""
+        under the lock: SQLite's writers take turns; on PostgreSQL the grade's row is locked (FOR UPDATE), so two
+        marks of one grade saved at the same instant are decided one after the other (a first and a second mark,
+        not two first marks)."""
         row = Override(**OLD_RECORD | record | {"created_at": datetime.fromisoformat(record["created_at"])})
         decide = row.phase is None or check
         try:
             if decide:
-                with self._session(fate=QUEUED) as session:
-                    marking, last = self._marking(session, row.grade_id), session.scalar(LAST_MARK, {
-                        "grade_id": row.grade_id})
+                with self._session(fate=QUEUED) as session:  # the last mark first: on PostgreSQL each statement
+                    last = session.scalar(LAST_MARK, {"grade_id": row.grade_id})  # sees the newest commits
+                    marking = self._marking(session, row.grade_id)
             with self._session(write=True, fate=QUEUED) as session:
                 if decide:
+                    session.execute(LOCK_GRADE, {"grade_id": row.grade_id})  # SQLite: no-op, it has one writer
                     if session.scalar(LAST_MARK, {"grade_id": row.grade_id}) != last:  # another mark came in
                         marking = self._marking(session, row.grade_id)
                     row.phase = row.phase or marking.phase_for(row.examiner, row.role)
@@ -609,6 +612,7 @@ MARKING_GRADES = (sa.select(Grade.id.label("grade_id"), Grade.scale_name, Respon
                   .outerjoin(ExamSession, ExamSession.id == Response.session_id))
 MARKING_GRADE = MARKING_GRADES.where(Grade.id == sa.bindparam("grade_id"))
 _ranked = latest_overrides(Override.examiner, Override.phase, where=(Override.grade_id == sa.bindparam("grade_id"),))
+LOCK_GRADE = sa.select(Grade.id).where(Grade.id == sa.bindparam("grade_id")).with_for_update()
 LAST_MARK = sa.select(sa.func.max(Override.id)).where(Override.grade_id == sa.bindparam("grade_id"))
 MARKING_MARKS = (sa.select(*(_ranked.c[k] for k in ("id", "examiner", "phase", "role", "final_score", "created_at")))
                  .where(_ranked.c.rank == 1).order_by(_ranked.c.created_at, _ranked.c.id))

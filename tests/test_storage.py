@@ -159,6 +159,37 @@ def test_concurrent_writer_processes(backend_url):
     assert len(stored) == len(acknowledged) == 8000 and stored == dict(acknowledged)
 
 
+def mark_each(url: str, grade_ids: list[int], examiner: str, barrier) -> None:
+    with Database.open(url) as db:
+        for grade_id in grade_ids:
+            barrier.wait()  # both examiners save this grade's mark at the same instant
+            db.add_override(grade_id, examiner=examiner, final_score=5.0, agreement=None, seen=["audio"])
+
+
+def test_two_marks_saved_at_once_are_a_first_and_a_second(backend_url):
+    """Two app instances save two examiners' marks of the same double-marked grade at the same instant, 30 times:
+    each grade gets one first and one second mark (the phases are decided one after the other), never two first
+    marks with the second still awaited."""
+    with Database.open(backend_url) as db:
+        session = db.add_session("double", double_marking=1.0)
+        grades = [db.add_grade(db.add_response(audio_sha256="ab" * 32, duration_s=2.0, session_id=session),
+                               checkpoint_id="ck", scale_name="speechocean762", scores={}, scorable=True,
+                               latency_s=0.1) for _ in range(30)]
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(2)
+    workers = [context.Process(target=mark_each, args=(backend_url, grades, examiner, barrier))
+               for examiner in ("alice", "bob")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [w.exitcode for w in workers] == [0, 0]
+    with Database.open(backend_url) as db:
+        phases = [sorted(m["phase"] for m in db.grade(g)["overrides"]) for g in grades]
+        assert phases == [["first", "second"]] * len(grades)
+        assert {db.final_mark(g)["status"] for g in grades} == {"agreed"}
+
+
 WRITER = """
 import sys
 from storage import Database
