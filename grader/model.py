@@ -46,6 +46,10 @@ class HeadOutput:
     logits: torch.Tensor  # (batch, aspects, classes)
     words: list[torch.Tensor | None] | None = None  # per response: (words, word aspects), None without a text
 
+    def first(self, n: int) -> "HeadOutput":
+        """The first n responses' outputs."""
+        return HeadOutput(self.regression[:n], self.logits[:n], None if self.words is None else self.words[:n])
+
 
 class ScoreHeads(nn.Module):
     def __init__(self, hidden_size: int, num_aspects: int, scale: ScoreScale, dropout: float = 0.1):

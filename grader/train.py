@@ -7,9 +7,10 @@ When LoRA leaves the audio encoder frozen (the default scope "text"), its output
 cached, so each epoch costs only the decoder/LLM and the heads. `--augment-views K` caches K perturbed
 recordings of each clip too (grader.augment: view v through channel v of its CHANNELS, noise, room, telephone,
 codec, clean, with random room tone and gain; trimmed as the app trims) and each epoch draws one of the clip's K+1
-views, so the model learns to ignore the channel at no extra cost per epoch; `--consistency W` instead trains each
-batch clean and perturbed and pulls the perturbed scores to the clean ones. With LoRA on the encoder the views are
-kept as recordings and encoded every step.
+views, so the model learns to ignore the channel at no extra cost per epoch; `--consistency W` instead pairs each
+clean recording with a perturbed view: the labels teach the clean one, and the perturbed one learns only to score
+as its clean twin (as TRADES does for adversarial robustness), so the clean task is trained as without it. With
+LoRA on the encoder the views are kept as recordings and encoded every step.
 
 `--folds K` cross-validates by speaker instead: one model per fold on the other folds' speakers (the encoder
 cache shared), out-of-fold predictions for every response (`oof.tsv`, `oof_words.tsv`) and their metrics, band
@@ -87,10 +88,10 @@ class TrainConfig:
                 "through channel v of grader.augment.CHANNELS: noise, room, telephone, codec, clean); each epoch "
                 "trains on one of its views, clean or perturbed; 0: clean only"})
     consistency: float = field(default=0.0, metadata={
-        "help": "with --augment-views: train every batch on the clean recordings and one perturbed view of each, "
-                "and add this weight times the squared change of the perturbed scores from the clean ones (in class "
-                "steps, the clean side held fixed), so the score learns to ignore the channel; twice the cost per "
-                "epoch; 0: off"})
+        "help": "with --augment-views: pair every batch's clean recordings with one perturbed view of each; the "
+                "labels teach the clean ones, and this weight times the squared change of the perturbed scores from "
+                "the clean ones (in class steps, the clean side held fixed) teaches the perturbed ones, so the score "
+                "learns to ignore the channel; twice the cost per epoch; 0: off"})
     epochs: int = 6
     batch_size: int = 16
     lr: float = 1e-3
@@ -304,17 +305,19 @@ def train_step(model: GraderModel, audio: AudioStates, prompts: list[str | None]
                consistency: float = 0.0) -> float:
     """One optimisation step on one batch (gradients clipped to norm 1); the loss before the step. `weights`
     weigh the responses' sentence losses; `words` are word targets for the word heads. `consistency` > 0: the
-    batch's second half is its first half perturbed, and their scores' squared difference is added with that
-    weight. With an `accelerator`, `model` may be its DDP/DeepSpeed wrapper; `precision` autocasts the forward
+    batch's second half is its first half perturbed; the labels teach the first half, and the halves' squared score
+    difference, with that weight, the second. With an `accelerator`, `model` may be its DDP/DeepSpeed wrapper; `precision` autocasts the forward
     pass."""
     core = accelerator.unwrap_model(model) if accelerator else model
     device = core.backbone.device
     with autocast(core, precision):
         output = model(audio, prompts)
-        loss = score_loss(output, targets.to(device), core.scale, objective,
-                          None if weights is None else weights.to(device))
+        taught = output.first(len(prompts) // 2) if consistency else output  # the clean half, when paired
+        n = len(taught.regression)
+        loss = score_loss(taught, targets[:n].to(device), core.scale, objective,
+                          None if weights is None else weights[:n].to(device))
         if words is not None and core.word_heads is not None:
-            loss = loss + word_weight * word_loss(output, words, core.scale)
+            loss = loss + word_weight * word_loss(taught, words[:n], core.scale)
         if consistency:
             loss = loss + consistency * consistency_loss(output, core.scale)
     optimizer.zero_grad()

@@ -11,9 +11,10 @@ import torch
 from grader.audio import SAMPLE_RATE, load_audio, trim_to_speech
 from grader.augment import CHANNELS, augment, room_tone
 from grader.data import read_manifest
-from grader.model import HeadOutput, consistency_loss
+from grader.backbones import BackboneConfig
+from grader.model import GraderModel, HeadOutput, ModelConfig, consistency_loss
 from grader.scale import get_scale
-from grader.train import Examples
+from grader.train import Examples, batch_audio, train_step
 from grader.train import main as train_main
 
 
@@ -91,6 +92,21 @@ def test_consistency_moves_only_the_perturbed_scores():
     assert loss.item() == pytest.approx(0.5)  # one response of two moved by one step; the soft scores agree
     loss.backward()
     assert torch.all(regression.grad[:2] == 0) and regression.grad[2, 0] > 0  # the clean half is held fixed
+
+
+def test_with_consistency_the_labels_teach_only_the_clean_half(tiny_whisper, small_manifest):
+    """Paired with its own copy as the "perturbed" view (no change: no consistency term), a batch's loss is the
+    clean batch's alone: the labels never reach the perturbed half, which learns only to score as its clean twin."""
+    responses = read_manifest(small_manifest, ["total"])[:4]
+    model = GraderModel(ModelConfig(backbone=BackboneConfig("whisper", tiny_whisper), head_dropout=0.0))
+    model.eval()  # no dropout: both halves see the same network
+    audio = [load_audio(r.audio) for r in responses]
+    prompts, targets = [r.text for r in responses], torch.tensor([[r.scores["total"]] for r in responses])
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.0)
+    clean = train_step(model, batch_audio(model, audio), prompts, targets, optimizer, "fa+reg")
+    paired = train_step(model, batch_audio(model, audio + audio), prompts * 2, torch.cat([targets, targets + 3]),
+                        optimizer, "fa+reg", consistency=1.0)
+    assert paired == pytest.approx(clean, rel=1e-4)  # the perturbed half's (wrong) labels count for nothing
 
 
 @pytest.mark.parametrize("scope", ["text", "all"])
