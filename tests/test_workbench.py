@@ -215,6 +215,14 @@ def test_refusals_have_messages_and_print_no_traceback(app):
         bob.predict(app.grades[CLIPS[1]], 5, "agree", "", "", "", api_name="/override")
     with pytest.raises(AppError, match="the Agreement figures are for adjudicators and admins"):
         bob.predict("regression", 0, False, "all", api_name="/agreement")
+    # the Session filters: the batch's session, made after the page was built, may be chosen by a script too; a
+    # value that is no session is refused with a message (once Gradio's own check, with a traceback in the log)
+    root = Client(app.url, auth=("root", USERS["root"][0]), verbose=False)
+    assert len(root.predict("", "", "", 1, api_name="/history")["data"]) == len(CLIPS)
+    for api, args in (("/history", ("", "", "", "May 2026")), ("/work_queue", ("May 2026", "", "", False, "")),
+                      ("/agreement", ("regression", "<b>x</b>", False, "all"))):
+        with pytest.raises(AppError, match="Choose a session from the list"):
+            root.predict(*args, api_name=api)
     assert "Traceback" not in app.log() and "refused" not in app.log().lower()
 
 

@@ -457,12 +457,22 @@ HISTORY_COLUMNS = ["graded (UTC)", "grade", "candidate (or file)", "task part", 
                    "examiner", "agreement", "words/min", "transcript"]
 
 
+def session_id(value: int | str | None) -> int | None:
+    """A Session filter's value as a session id (None, 0 or empty: every session). A value that is no id (a script's,
+    or text typed into the filter) is refused with a message; an id no session has simply matches nothing."""
+    if value in (None, "", 0):
+        return None
+    if isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit()):
+        return int(value) or None
+    raise gr.Error("Choose a session from the list.", title="No such session")
+
+
 def history_filters(candidate: str = "", task_part: str = "", examiner: str = "",
-                    session: int | None = None) -> dict:
+                    session: int | str | None = None) -> dict:
     """Exact-match filters for storage's history(); an empty field filters nothing."""
     filters: dict = {k: v.strip() for k, v in (("candidate", candidate), ("part", task_part), ("examiner", examiner))
                      if v and v.strip()}
-    return filters | ({"session_id": int(session)} if session else {})
+    return filters | ({"session_id": sid} if (sid := session_id(session)) else {})
 
 
 def model_shown(services: Services, role: str) -> bool:
@@ -547,7 +557,7 @@ def agreement(services: Services, head: str = "regression", session: int | None 
         raise gr.Error(services.load_error or NO_CHECKPOINT, title="No checkpoint")
     if head not in agreement_tables.HEADS:
         raise gr.Error(f"Choose the model's score: {', '.join(agreement_tables.HEADS)}.")
-    grades = by_reference(services.db.marked(scale.name, session_id=int(session) if session else None), reference)
+    grades = by_reference(services.db.marked(scale.name, session_id=session_id(session)), reference)
     tables = dict(zip(AGREEMENT_TABLES, (agreement_tables.examiners_vs_model(grades, scale, head, independent),
                                          agreement_tables.examiners_vs_examiners(grades, scale),
                                          agreement_tables.distributions(grades, scale),

@@ -20,7 +20,8 @@ from grader.review import review_reasons
 from grader.scale import get_scale
 from storage import AGREEMENTS, StorageError
 
-from .callbacks import Graded, Services, _round, _when, check_reason_and_comment, check_score, whole_number
+from .callbacks import (Graded, Services, _round, _when, check_reason_and_comment, check_score, session_id,
+                        whole_number)
 from .cards import evidence_html, result_card
 from .charts import distribution_figure, timeline_figure
 
@@ -38,7 +39,7 @@ def queue_rows(services: Services, examiner: str, role: str, session: int | None
                part: str = "", shuffled: bool = False) -> list[list]:
     """The responses awaiting this examiner's mark, oldest first or in a random order (a new one each time, so that
     no examiner marks a session in the order it was recorded). Responses the model refused are not marked."""
-    rows = services.db.work_queue(examiner, role, session_id=session or None, candidate=candidate.strip() or None,
+    rows = services.db.work_queue(examiner, role, session_id=session_id(session), candidate=candidate.strip() or None,
                                   part=part.strip() or None,
                                   shuffle_seed=random.randrange(2**32) if shuffled else None)
     return [[r["grade_id"], r["phase"], r["session"] or "", r["candidate_id"] or "", r["part"] or "",
@@ -51,10 +52,14 @@ def session_choices(services: Services) -> list[tuple[str, int]]:
                                     for s in services.db.sessions()]
 
 
-def refresh_sessions(services: Services, dropdown: gr.Dropdown) -> None:
-    """A session filter lists the sessions as they are when it is opened (a batch may have made one since)."""
+def session_filter(services: Services) -> gr.Dropdown:
+    """The Session filter of History, Review and Agreement. It lists the sessions as they are when it is opened (a
+    batch may have made one since), and takes any value a script sends, so that the event judges it
+    (callbacks.session_id) and answers with a message, not Gradio's own check with its traceback in the log."""
+    dropdown = gr.Dropdown(session_choices(services), value=0, label="Session", scale=2, allow_custom_value=True)
     dropdown.focus(lambda: gr.Dropdown(choices=session_choices(services)), None, dropdown, api_name=False,
                    queue=False)
+    return dropdown
 
 
 @dataclass

@@ -14,7 +14,7 @@ def build(services: Services, role) -> None:
     gr.Markdown("Each examiner's latest mark of each response, against the model and against the other marker of a "
                 "double-marked response. Hover a column's header for the measure it shows.")
     with gr.Row():
-        session = gr.Dropdown(marking.session_choices(services), value=0, label="Session", scale=2)
+        session = marking.session_filter(services)
         head = gr.Radio(list(HEADS), value="regression", label="Model score", scale=2)
         independent = gr.Checkbox(label="Only marks made before seeing the model (blind)", scale=1)
         reference = gr.Dropdown([(label, key) for key, label in cb.REFERENCE_FILTERS.items()], value="all",
@@ -38,4 +38,3 @@ def build(services: Services, role) -> None:
         return report.summary, *report.tables.values(), report.drift, report.csvs
 
     compare.click(show_agreement, [head, session, independent, reference], [summary, *panels, drift, csvs], api_name="agreement")
-    marking.refresh_sessions(services, session)

@@ -11,7 +11,7 @@ from ..callbacks import Services
 
 def build(services: Services, role) -> gr.Dataframe:
     with gr.Row():
-        f_session = gr.Dropdown(marking.session_choices(services), value=0, label="Session", scale=2)
+        f_session = marking.session_filter(services)
         f_candidate = gr.Textbox(label="Candidate id", max_lines=1)
         f_part = gr.Textbox(label="Task part", max_lines=1)
         f_examiner = gr.Textbox(label="Examiner (only responses they marked)", max_lines=1)
@@ -35,6 +35,5 @@ def build(services: Services, role) -> gr.Dataframe:
 
     filters = [f_candidate, f_part, f_examiner, f_session]
     refresh.click(show_history, filters, history, api_name="history")
-    marking.refresh_sessions(services, f_session)
     export.click(export_history, filters, history_csv, api_name="export_history")
     return history

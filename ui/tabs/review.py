@@ -26,7 +26,7 @@ def build(services: Services, who: Callable, role: Callable, auth: bool) -> Revi
     scale = services.grader.scale if services.grader else None
     with gr.Accordion("Awaiting my mark", open=True):
         with gr.Row():
-            q_session = gr.Dropdown(marking.session_choices(services), value=0, label="Session", scale=2)
+            q_session = marking.session_filter(services)
             q_candidate = gr.Textbox(label="Candidate id", max_lines=1, scale=1)
             q_part = gr.Textbox(label="Task part", max_lines=1, scale=1)
             q_random = gr.Checkbox(label="Random order", scale=1)
@@ -85,7 +85,6 @@ def build(services: Services, who: Callable, role: Callable, auth: bool) -> Revi
 
     outputs = [heading, audio, card, chart, evidence, timeline, marks, opened, verdict, final, reason, comment, saved]
     q_button.click(show_queue, [q_session, q_candidate, q_part, q_random, examiner], queue, api_name="work_queue")
-    marking.refresh_sessions(services, q_session)
     queue.select(pick, queue, grade_id, api_name=False).then(open_grade, [grade_id, examiner], outputs,
                                                              api_name=False)
     # Raw values (preprocess=False), checked by ui.marking: a script's 11 or "abc" gets its message, and Gradio's
