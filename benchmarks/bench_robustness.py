@@ -9,20 +9,9 @@ reference text: by default the speakers grader.train holds out (`--dev-speakers 
 shipped default was trained on every speaker, so it is no held-out measure). `--no-trim` grades whole recordings,
 as before the trim. Training augmentation (grader.augment) draws its own random settings around these fixed ones.
 
-The recorded results (`results/robustness.json`: the shipped recipe's fold-0 ensemble;
-`results/robustness-before.json`: the v3 recipe, trained on whole recordings without augmentation;
-`results/robustness-consistency.json`: augmented views with consistency training, `runs/cv-v4`; all graded with
-the trim):
-
-    .venv/bin/python -m grader.ensemble runs/cv-ens-fold0 runs/cv-base-trim/fold0 runs/cv-words-trim/fold0
-    .venv/bin/python benchmarks/bench_robustness.py --checkpoint runs/cv-ens-fold0 --folds 5 --fold 0 \
-        --clips 80 --threads 1 --only "tone 2,noise 10,reverb,telephone,MP3,Opus"
-    .venv/bin/python benchmarks/bench_robustness.py --checkpoint runs/cv-base/fold0 --folds 5 --fold 0 \
-        --clips 80 --threads 1 --only "tone 2,noise 10,reverb,telephone,MP3,Opus" \
-        --out benchmarks/results/robustness-before.json
-    .venv/bin/python benchmarks/bench_robustness.py --checkpoint runs/cv-v4/fold0 --folds 5 --fold 0 \
-        --clips 80 --threads 2 --only "tone 2,noise 10,reverb,telephone,MP3,Opus" \
-        --out benchmarks/results/robustness-consistency.json
+The recorded results (`results/robustness*.json`: the shipped recipe's fold-0 ensemble, the previous default, one
+6-epoch grader, the v3 recipe, consistency training) and the command of each are in `benchmarks/README.md`,
+"Robustness".
 """
 
 import os
