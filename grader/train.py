@@ -306,14 +306,14 @@ def train_step(model: GraderModel, audio: AudioStates, prompts: list[str | None]
     """One optimisation step on one batch (gradients clipped to norm 1); the loss before the step. `weights`
     weigh the responses' sentence losses; `words` are word targets for the word heads. `consistency` > 0: the
     batch's second half is its first half perturbed; the labels teach the first half, and the halves' squared score
-    difference, with that weight, the second. With an `accelerator`, `model` may be its DDP/DeepSpeed wrapper; `precision` autocasts the forward
-    pass."""
+    difference, with that weight, the second. With an `accelerator`, `model` may be its DDP/DeepSpeed wrapper;
+    `precision` autocasts the forward pass."""
     core = accelerator.unwrap_model(model) if accelerator else model
     device = core.backbone.device
     with autocast(core, precision):
         output = model(audio, prompts)
-        taught = output.first(len(prompts) // 2) if consistency else output  # the clean half, when paired
-        n = len(taught.regression)
+        n = len(prompts) // 2 if consistency else len(prompts)  # the labels teach the clean half, when paired
+        taught = output.first(n)
         loss = score_loss(taught, targets[:n].to(device), core.scale, objective,
                           None if weights is None else weights[:n].to(device))
         if words is not None and core.word_heads is not None:
