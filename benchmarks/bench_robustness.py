@@ -80,11 +80,16 @@ PERTURBATIONS: dict[str, Callable] = {
 
 # ---------------------------------------------------------------- grading and the report
 
-def change(clean: np.ndarray, other: np.ndarray) -> dict:
+def change(clean: np.ndarray, other: np.ndarray, codes: list[set[str]]) -> dict:
+    """`codes`: the review reasons of each perturbed answer. One moved by more than 0.5 with none is the silent
+    failure: nothing tells the examiner to listen."""
     delta = other - clean
     moved = np.abs(delta)
+    reviewed, noisy = np.array([bool(c) for c in codes]), np.array(["noisy_recording" in c for c in codes])
     return {"mean_change": round(float(delta.mean()), 3), "mean_abs_change": round(float(moved.mean()), 3),
-            "moved_over_0_5": round(float(np.mean(moved > 0.5)), 4), "max_abs_change": round(float(moved.max()), 3)}
+            "moved_over_0_5": round(float(np.mean(moved > 0.5)), 4), "max_abs_change": round(float(moved.max()), 3),
+            "moved_unreviewed": round(float(np.mean((moved > 0.5) & ~reviewed)), 4),
+            "flagged_noisy": round(float(np.mean(noisy)), 4)}
 
 
 def judge(name: str, row: dict) -> dict | None:
@@ -96,8 +101,8 @@ def judge(name: str, row: dict) -> dict | None:
 
 
 def table(rows: dict) -> str:
-    lines = ["| perturbation | mean change of the total | answers moving by more than 0.5 | max change | target |",
-             "|---|---|---|---|---|"]
+    lines = ["| perturbation | mean change of the total | answers moving by more than 0.5 | max change | target | "
+             "moved, no review reason | flagged noisy |", "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         target = r.get("target")
         goal = ""
@@ -105,7 +110,7 @@ def table(rows: dict) -> str:
             mean = f", mean within ±{target['mean_abs']}" if "mean_abs" in target else ""
             goal = f"{'met' if target['met'] else '**not met**'} (≤ {target['moved']:.0%}{mean})"
         lines.append(f"| {name} | {r['mean_change']:+.2f} | {r['moved_over_0_5']:.1%} | {r['max_abs_change']:.2f} | "
-                     f"{goal} |")
+                     f"{goal} | {r['moved_unreviewed']:.1%} | {r['flagged_noisy']:.1%} |")
     return "\n".join(lines)
 
 
@@ -136,27 +141,31 @@ def main(argv: list[str] | None = None) -> dict:
     audios = [load_audio(r.audio) for r in responses]
     started, t0 = load1(), time.perf_counter()
 
-    def totals(recordings: list) -> np.ndarray:
+    def graded(recordings: list) -> tuple[np.ndarray, list[set[str]]]:
+        """Each answer's total (soft) and review reasons."""
         assessed = grader.assess_batch(recordings, texts, options, opts.batch_size)
         refused = [r.utt_id for r, a in zip(responses, assessed) if not a.scorable]
         if refused:
             raise SystemExit(f"the gate refused {len(refused)} perturbed answers, e.g. {refused[0]}")
-        return np.array([a.prediction.scores["total"].soft for a in assessed])
+        return (np.array([a.prediction.scores["total"].soft for a in assessed]),
+                [{r.code for r in a.review} for a in assessed])
 
-    clean = totals(audios)
+    clean, clean_codes = graded(audios)
     rows = {}
     with tempfile.TemporaryDirectory(prefix="bench-robustness-") as tmp:
         for k, (name, perturb) in enumerate(chosen.items()):
             noise_rng = np.random.default_rng([opts.seed, k])
             perturbed = [perturb(a, noise_rng, Path(tmp)) for a in audios]
-            rows[name] = change(clean, totals([p if isinstance(p, Path) else p.astype(np.float32) for p in perturbed]))
+            rows[name] = change(clean, *graded([p if isinstance(p, Path) else p.astype(np.float32) for p in perturbed]))
             rows[name]["target"] = judge(name, rows[name])
             print(f"{name:24s} mean change {rows[name]['mean_change']:+.3f}, moved > 0.5: "
-                  f"{rows[name]['moved_over_0_5']:.1%}", flush=True)
+                  f"{rows[name]['moved_over_0_5']:.1%}, of them with no review reason: "
+                  f"{rows[name]['moved_unreviewed']:.1%}; flagged noisy: {rows[name]['flagged_noisy']:.1%}", flush=True)
     results = {
         "benchmark": "robustness", "options": asdict(opts), "checkpoint": grader.checkpoint_id,
         "clips": len(responses), "speakers": len({r.speaker for r in responses}),
-        "clean": {"total_soft_vs_human": score_metrics(clean.tolist(), [r.scores["total"] for r in responses])},
+        "clean": {"total_soft_vs_human": score_metrics(clean.tolist(), [r.scores["total"] for r in responses]),
+                  "flagged_noisy": round(float(np.mean(["noisy_recording" in c for c in clean_codes])), 4)},
         "perturbations": rows, "seconds": round(time.perf_counter() - t0),
         "machine": {"usable_cores": len(os.sched_getaffinity(0)), "threads": torch.get_num_threads(),
                     "load1_before": started, "load1_after": load1()},

@@ -13,6 +13,11 @@ from .reference import ReferenceMatch
 # The score under which the grader is least reliable, by scale; a scale not listed has no such reason until
 # measured. speechocean762: 48 % of the misgraded answers are scored under 6 (out of fold).
 LOW_SCORE = {"speechocean762": 6.0}
+# Speech over background (the gate's `snr_db`) under which a recording counts as noisy: noise moves the score (pink
+# noise at 10 dB: a fifth to a third of held-out answers move by more than 0.5). The highest whole dB flagging at most
+# 2 % of 600 clean clips of 100 speakers; on 500 clips of 25 others it flags 0.8 % of them clean and all of them under
+# pink noise at 10 dB (benchmarks/bench_noise.py).
+MIN_SNR_DB = 26.0
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,7 @@ class ReviewRule:
 
     low_score: dict[str, float] = field(default_factory=lambda: dict(LOW_SCORE))  # headline score under this
     heads_gap: float = 0.75  # in class steps: regression and soft of any aspect further apart than this
+    min_snr_db: float = MIN_SNR_DB  # the gate's speech-over-background estimate under this: a noisy recording
 
     def __post_init__(self):
         if self.heads_gap <= 0:
@@ -29,17 +35,19 @@ class ReviewRule:
 
 @dataclass(frozen=True)
 class Review:
-    code: str  # low_score, heads_disagree, reference_mismatch
+    code: str  # low_score, heads_disagree, reference_mismatch, noisy_recording
     text: str
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def review_reasons(prediction, reference: ReferenceMatch | None = None, rule: ReviewRule = ReviewRule()) -> list[Review]:
+def review_reasons(prediction, reference: ReferenceMatch | None = None, snr_db: float | None = None,
+                   rule: ReviewRule = ReviewRule()) -> list[Review]:
     """The reasons to review a `Prediction`, in an examiner's words: a low headline score (where the grader errs
-    most: it scores weak answers too high), the grader's two estimates of some aspect disagreeing, or the answer not
-    reading its reference text (`reference`: None for an open answer, where nothing is checked)."""
+    most: it scores weak answers too high), the grader's two estimates of some aspect disagreeing, the answer not
+    reading its reference text (`reference`: None for an open answer, where nothing is checked), or a noisy
+    recording (`snr_db`: the gate's measure; None where no recording was measured)."""
     scale, headline = prediction.scale, prediction.scores[prediction.headline]
     reasons = []
     low = rule.low_score.get(scale.name)
@@ -55,4 +63,8 @@ def review_reasons(prediction, reference: ReferenceMatch | None = None, rule: Re
     if reference is not None and reference.mismatch:
         reasons.append(Review("reference_mismatch", f"the answer does not match the reference text "
                                                     f"({reference.found} of {reference.words} words)"))
+    if snr_db is not None and snr_db < rule.min_snr_db:
+        reasons.append(Review("noisy_recording", f"a noisy recording (the speech stands {snr_db:.0f} dB above the "
+                                                 "background): noise can move the score; re-record somewhere quieter "
+                                                 "if you can"))
     return reasons

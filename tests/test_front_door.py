@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from grader.audio import SAMPLE_RATE, load_audio
+from grader.augment import noise
 from grader.evaluate import main as evaluate_main
 from grader.inference import AssessOptions, Grader
 from grader.predict import main as predict_main
@@ -116,6 +117,31 @@ def test_an_answer_to_another_text_is_flagged(shipped, labels, speechocean_clips
     assert reason.text == (f"the answer does not match the reference text ({a.reference.found} of "
                            f"{a.reference.words} words)")
     assert a.to_dict()["reference"] == {"words": a.reference.words, "found": a.reference.found}
+
+
+def test_a_noisy_recording_is_flagged_at_every_door(shipped, labels, speechocean_clips, tmp_path, capsys):
+    """Real clips under pink noise at 10 dB are graded with "a noisy recording" among the review reasons, the same
+    clips clean without it; `grader.predict`'s JSON carries the code and the sentence."""
+    rows = labels[:8]
+    clean = [load_audio(speechocean_clips / r["audio"]) for r in rows]
+    rng = np.random.default_rng(0)
+    noisy = [noise(a, rng, 10).astype(np.float32) for a in clean]
+    texts = [r["text"] for r in rows]
+
+    def flagged(assessments) -> list[bool]:
+        return [any(r.code == "noisy_recording" for r in a.review) for a in assessments]
+
+    assert sum(flagged(shipped.assess_batch(clean, texts))) <= 1
+    assessed = shipped.assess_batch(noisy, texts)
+    assert all(flagged(assessed))
+    snr = assessed[0].gate.measures["snr_db"]
+    reason = next(r for r in assessed[0].review if r.code == "noisy_recording")
+    assert reason.text == (f"a noisy recording (the speech stands {snr:.0f} dB above the background): noise can "
+                           "move the score; re-record somewhere quieter if you can")
+    sf.write(tmp_path / "noisy.wav", noisy[0], SAMPLE_RATE)
+    predict_main([str(tmp_path / "noisy.wav"), "--text", texts[0]])
+    printed = json.loads(capsys.readouterr().out)
+    assert {"code": "noisy_recording", "text": reason.text} in printed["review"]
 
 
 def test_an_open_answer_is_not_checked(shipped, speech_clip):

@@ -5,9 +5,12 @@ import pytest
 
 from grader.audio import SAMPLE_RATE, load_audio
 from grader.audio import GateConfig, GateResult, check_audio, inspect_file
+from grader.augment import noise
+from grader.review import MIN_SNR_DB
 
 RNG = np.random.default_rng(0)
-MEASURES = {"duration_s", "speech_s", "speech_ratio", "peak_dbfs", "rms_dbfs", "clipped_fraction", "dc_offset"}
+MEASURES = {"duration_s", "speech_s", "speech_ratio", "peak_dbfs", "rms_dbfs", "clipped_fraction", "dc_offset",
+            "snr_db"}
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +93,16 @@ def test_invalid_samples_do_not_raise():
     result = check_audio(np.array([0.1, np.nan, np.inf] * 20_000))
     assert result.code == "unreadable" and "NaN" in result.reason
 
+
+
+def test_noise_lowers_the_speech_over_background_measure_and_gain_does_not(speechocean_clips):
+    """On the bundled real clips: clean ones stand above the noisy-recording threshold, the same clips under pink
+    noise at 10 dB fall below it, and a microphone 20 dB quieter measures the same."""
+    clips = [load_audio(path) for path in sorted((speechocean_clips / "audio").iterdir())]
+    rng = np.random.default_rng(0)
+    clean = np.array([check_audio(a).measures["snr_db"] for a in clips])
+    noisy = np.array([check_audio(noise(a, rng, 10).astype(np.float32)).measures["snr_db"] for a in clips])
+    quiet = np.array([check_audio(a * 0.1).measures["snr_db"] for a in clips])
+    assert len(clips) >= 30
+    assert np.mean(clean >= MIN_SNR_DB) >= 0.9 and np.all(noisy < MIN_SNR_DB)
+    assert np.all(noisy < clean - 5) and np.abs(quiet - clean).max() < 0.5
