@@ -28,6 +28,7 @@ from .model import GraderModel, LoraOptions, ModelConfig, read_checkpoint_info
 from .reference import ReferenceMatch, match_references
 from .review import Review, review_reasons
 from .scale import ScoreScale
+from .stretch import read_stretches, stretch_decoded
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHECKPOINT = REPO / "checkpoints" / "default"
@@ -136,6 +137,7 @@ class Grader:
         self.members = members or [model]  # an ensemble (grader.ensemble) scores with each on model's encoding
         self.checkpoint_id = checkpoint_id
         self.info = info
+        self.stretches = read_stretches(info, model.config.aspects)  # grader.stretch; None: scores as trained
         self.precision = PRECISIONS[precision]
         # Held while grading and while the adapters are off (`stock_whisper`): the adapters are state of the one
         # shared model, and Gradio runs events in threads.
@@ -288,6 +290,8 @@ class Grader:
             states = encode_audios(self.model, audios, batch_size, self.precision)
             decoded = mean_decoded([score_states(m, states, prompts, batch_size, self.precision)
                                     for m in self.members], self.scale.values)
+        if self.stretches:
+            decoded = stretch_decoded(decoded, self.stretches, self.scale)
         latency = (time.perf_counter() - start) / max(len(audios), 1)
         return [self._prediction(decoded, i, latency, prompts[i]) for i in range(len(audios))], states
 

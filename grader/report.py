@@ -4,7 +4,7 @@ the review flag finds the misgraded responses. `grader.train --folds K` writes t
     python -m grader.report runs/cv-base runs/cv-reweight      # one row per cross-validated run
     python -m grader.report runs/cv-base --detail              # that run's sentence, band, word and flag tables
     python -m grader.report runs/cv-base runs/cv-new --folds 0,1   # paired: only the folds both runs trained
-    python -m grader.report runs/cv-base --stretch             # a post-hoc spread of the scores, fitted out of fold
+    python -m grader.report runs/cv-base --stretch 0.5         # and after the stretch (grader.stretch), out of fold
     python -m grader.report runs/cv-base --review              # the review flag's precision and recall, by rule
     python -m grader.report runs/cv-base runs/cv-new --ensemble    # and a row for the mean of the runs' predictions
 """
@@ -74,17 +74,15 @@ def row_review_codes(row: dict, aspects: list[str], scale: ScoreScale) -> list[s
         for a in aspects}, scale, "oof"))]
 
 
-def review_table(run: Path, budget: float = 0.2) -> str:
-    """Markdown: how well the review flag (grader.review) finds |total error| > 2 out of fold, from the run's
-    oof.tsv: the shipped rule per fold and in all, each reason alone, and the rule's thresholds chosen afresh on four
-    folds (the most misgrades caught with at most `budget` of the answers flagged) and scored on the fifth."""
+def review_table(report: dict, rows: list[dict], budget: float = 0.2) -> str:
+    """Markdown: how well the review flag (grader.review) finds |total error| > 2 out of fold, from out-of-fold rows
+    (oof.tsv's): the shipped rule per fold and in all, each reason alone, and the rule's thresholds chosen afresh on
+    four folds (the most misgrades caught with at most `budget` of the answers flagged) and scored on the fifth."""
     from .review import ReviewRule
     from .scale import get_scale
 
-    report = json.loads((run / "cv.json").read_text())
     aspects, scale = report["training"]["model"]["aspects"], get_scale(report["training"]["model"]["scale"])
     decoding = headline_decoding(report)
-    rows = read_oof(run)
     get = lambda key: np.array([float(r[key]) for r in rows])  # noqa: E731
     fold, human, predicted = get("fold").astype(int), get(aspects[0]), get(f"{aspects[0]}_{decoding}")
     soft = get(f"{aspects[0]}_soft")
@@ -111,7 +109,7 @@ def review_table(run: Path, budget: float = 0.2) -> str:
         chosen.append(f"{best[2]:g} / {best[3]:g}")
         nested[test] = (soft[test] < best[2]) | (gap[test] > best[3])
     lines = [f"Review flag against |{aspects[0]} error| > {MISGRADED:g} ({decoding} decoding), out of fold "
-             f"(`{run.name}`: {len(rows)} responses):", "",
+             f"(`{report['run']}`: {len(rows)} responses):", "",
              "| rule | flagged | misgraded caught | precision | recall |", "|---|---|---|---|---|",
              line(f"shipped: score under {low:g}, or heads more than {rule.heads_gap:g} step apart", flagged),
              line("reason: low score", np.array(["low_score" in c for c in codes])),
@@ -207,26 +205,28 @@ def oof_figures(report: dict, rows: list[dict], words: list[dict], decoding_name
             "review": {"aspect": aspects[0], **review}}
 
 
-def restrict(report: dict, run: Path, folds: set[int]) -> dict:
-    """The report's figures recomputed from its oof.tsv / oof_words.tsv on `folds` only, so a run of some folds
+def restrict(report: dict, rows: list[dict], words: list[dict], folds: set[int]) -> tuple[dict, list, list]:
+    """The report's figures recomputed from its out-of-fold rows on `folds` only, so a run of some folds
     (`train --run-folds`) compares with a full run on the same held-out speakers."""
-    rows = [r for r in read_oof(run) if int(r["fold"]) in folds]
-    words = [r for r in read_oof(run, "oof_words.tsv") if int(r["fold"]) in folds]
+    rows = [r for r in rows if int(r["fold"]) in folds]
+    words = [r for r in words if int(r["fold"]) in folds]
     figures = oof_figures(report, rows, words, decodings(report["training"]["model"]["objective"]))
-    return report | figures | {"run": f"{report['run']} (folds {','.join(map(str, sorted(folds)))})"}
+    return report | figures | {"run": f"{report['run']} (folds {','.join(map(str, sorted(folds)))})"}, rows, words
 
 
-def ensemble(reports: list[dict], runs: list[Path]) -> dict:
+def ensemble(runs: list[tuple[dict, list, list]]) -> tuple[dict, list, list]:
     """The out-of-fold figures of the runs' mean prediction (regression and soft, each aspect; each word's scores
-    over the runs that have word heads). Every run's prediction of a response comes from a model that never heard
-    its speaker, so their mean is out of fold too: what an ensemble of the recipes, each trained on all speakers,
-    would score on new ones. The review flag is the shipped rule (grader.review) on the mean scores."""
+    over the runs that have word heads), from each run's (report, rows, word rows). Every run's prediction of a
+    response comes from a model that never heard its speaker, so their mean is out of fold too: what an ensemble of
+    the recipes, each trained on all speakers, would score on new ones. The review flag is the shipped rule
+    (grader.review) on the mean scores."""
     from .scale import get_scale
 
+    reports = [r for r, _, _ in runs]
     aspects = reports[0]["training"]["model"]["aspects"]
     if any(r["training"]["model"]["aspects"] != aspects for r in reports):
         raise SystemExit("--ensemble needs runs that predict the same aspects")
-    tables = [{r["utt_id"]: r for r in read_oof(run)} for run in runs]
+    tables = [{r["utt_id"]: r for r in rows} for _, rows, _ in runs]
     if any(t.keys() != tables[0].keys() for t in tables):
         raise SystemExit("--ensemble needs runs over the same responses (full runs of the same manifest)")
     scale = get_scale(reports[0]["training"]["model"]["scale"])
@@ -238,7 +238,7 @@ def ensemble(reports: list[dict], runs: list[Path]) -> dict:
                 row[f"{a}_{d}"] = str(np.mean([float(t[utt][f"{a}_{d}"]) for t in tables]))
         row["review"] = "; ".join(row_review_codes(row, aspects, scale))
         rows.append(row)
-    word_tables = [{(r["utt_id"], r["word_index"]): r for r in read_oof(run, "oof_words.tsv")} for run in runs]
+    word_tables = [{(r["utt_id"], r["word_index"]): r for r in words} for _, _, words in runs]
     word_tables = [t for t in word_tables if t]
     words = []
     for key, first in (word_tables[0] if word_tables else {}).items():
@@ -246,31 +246,33 @@ def ensemble(reports: list[dict], runs: list[Path]) -> dict:
                                     for name in first if name.endswith("_predicted")})
     base = next((r for r in reports if r["training"]["model"]["word_aspects"]), reports[0])  # names word aspects
     return base | oof_figures(base, rows, words, ["regression", "soft"]) | {
-        "run": "mean of " + " + ".join(r["run"] for r in reports), "review_rule": "today's rule, on the mean scores"}
+        "run": "mean of " + " + ".join(r["run"] for r in reports), "review_rule": "today's rule, on the mean scores"
+    }, rows, words
 
 
+def stretched(report: dict, rows: list[dict], words: list[dict], strength: float) -> tuple[dict, list, list]:
+    """The figures after the stretch (grader.stretch) of every aspect at `strength`, each fold's maps fitted on the
+    other folds' out-of-fold soft scores (so no fold sees its own labels) and applied to its regression and soft
+    scores; the review flag is the shipped rule on the stretched scores."""
+    from .scale import get_scale
+    from .stretch import fit_stretch, stretch_scores
 
-def stretch_table(run: Path, aspect: str = "total", decoding: str = "soft") -> str:
-    """Markdown: the band table after a linear stretch that gives the predictions the experts' mean and sd, each
-    fold's map fitted on the other folds' out-of-fold predictions (so no fold sees its own labels). It undoes the
-    pull toward the middle at no cost in correlation, for some cost in RMSE in the middle bands."""
-    rows = read_oof(run)
+    aspects, scale = report["training"]["model"]["aspects"], get_scale(report["training"]["model"]["scale"])
     fold = np.array([int(r["fold"]) for r in rows])
-    human = np.array([float(r[aspect]) for r in rows])
-    predicted = np.array([float(r[f"{aspect}_{decoding}"]) for r in rows])
-    stretched = predicted.copy()
-    for k in np.unique(fold):
-        other = fold != k
-        slope = human[other].std() / predicted[other].std()
-        stretched[~other] = np.clip(human[other].mean() + slope * (predicted[~other] - predicted[other].mean()), 0, 10)
-    lines = []
-    for name, values in (("as trained", predicted), ("stretched out of fold", stretched)):
-        m = score_metrics(values.tolist(), human.tolist())
-        lines.append(f"| {run.name} {name} | {m['pcc']:.3f} | {m['rmse']:.3f} | " + " | ".join(
-            f"{_f(b['mean_prediction'], 2)} / {_f(b['mae'], 2)} / {_f(b['off_by_more_than_2'], 0)} %"
-            for b in band_table(values, human)) + " |")
-    head = " | ".join(f"{low}–{high}: mean / MAE / off > 2" for low, high in BANDS)
-    return "\n".join([f"| {aspect} ({decoding}) | PCC | RMSE | {head} |", "|---|---|---|---|---|---|---|", *lines])
+    out = [{k: v for k, v in r.items() if not k.endswith("_hard")} for r in rows]  # moved classes: no one hard
+    for a in aspects:
+        soft, human = (np.array([float(r[key]) for r in rows]) for key in (f"{a}_soft", a))
+        for k in np.unique(fold):
+            stretch = fit_stretch(soft[fold != k], human[fold != k], strength)
+            for d in ("regression", "soft"):
+                moved = stretch_scores([float(rows[i][f"{a}_{d}"]) for i in np.flatnonzero(fold == k)], stretch, scale)
+                for i, x in zip(np.flatnonzero(fold == k), moved):
+                    out[i][f"{a}_{d}"] = str(x)
+    for row in out:
+        row["review"] = "; ".join(row_review_codes(row, aspects, scale))
+    return report | oof_figures(report, out, words, ["regression", "soft"]) | {
+        "run": f"{report['run']} stretched {strength:g}", "review_rule": "today's rule, on the stretched scores"
+    }, out, words
 
 
 def _f(x, digits: int = 3) -> str:
@@ -342,29 +344,35 @@ def print_crossval(report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    detail, stretch, review, mean = ("--detail" in args, "--stretch" in args, "--review" in args,
-                                     "--ensemble" in args)
-    folds = None
+    detail, review, mean = ("--detail" in args, "--review" in args, "--ensemble" in args)
+    folds, strength = None, None
     if "--folds" in args:
         at = args.index("--folds")
         folds = {int(k) for k in args[at + 1].split(",")}
         args = args[:at] + args[at + 2:]
-    runs = [a for a in args if a not in ("--detail", "--stretch", "--review", "--ensemble")]
+    if "--stretch" in args:
+        at = args.index("--stretch")
+        strength = float(args[at + 1])
+        args = args[:at] + args[at + 2:]
+    runs = [a for a in args if a not in ("--detail", "--review", "--ensemble")]
     if not runs:
         raise SystemExit("usage: python -m grader.report RUN_DIR [RUN_DIR ...] [--detail]  (runs of grader.train --folds)")
-    reports = []
+    loaded = []  # (report, out-of-fold rows, word rows) per run
     for run in runs:
         path = Path(run) / "cv.json"
         if not path.is_file():
             raise SystemExit(f"{run} has no cv.json: not a finished `grader.train --folds` run")
-        if stretch or review:
-            print(stretch_table(Path(run)) if stretch else review_table(Path(run)))
-            continue
         report = json.loads(path.read_text())
-        reports.append(restrict(report, Path(run), folds) if folds else report)
-    if mean and reports:
-        reports.append(ensemble(reports, [Path(run) for run in runs]))
-    if reports:
+        rows, words = read_oof(Path(run)), read_oof(Path(run), "oof_words.tsv")
+        loaded.append(restrict(report, rows, words, folds) if folds else (report, rows, words))
+    if mean:
+        loaded.append(ensemble(loaded))
+    if strength is not None:
+        loaded += [stretched(*run, strength) for run in (loaded[-1:] if mean else loaded)]
+    if review:
+        print("\n\n".join(review_table(report, rows) for report, rows, _ in loaded))
+    else:
+        reports = [report for report, _, _ in loaded]
         print("\n\n".join(detail_tables(r) for r in reports) if detail else comparison_table(reports))
 
 

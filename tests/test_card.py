@@ -129,7 +129,7 @@ def test_the_review_figures_out_of_fold(tmp_path, capsys):
     # (fold, expert total, soft, regression), accuracy as total; misgraded: |soft - expert| > 2
     rows = [(0, 3, 5.5, 5.5), (0, 8, 8.0, 8.1), (0, 9, 8.5, 8.4), (0, 7, 7.0, 5.9), (0, 4, 7.0, 7.0),
             (1, 3, 6.5, 6.4), (1, 8, 5.8, 5.7), (1, 9, 9.0, 9.0), (1, 2, 4.5, 4.4), (1, 8, 8.2, 8.3)]
-    (tmp_path / "cv.json").write_text(json.dumps({"training": {"model": {
+    (tmp_path / "cv.json").write_text(json.dumps({"run": tmp_path.name, "training": {"model": {
         "aspects": aspects, "scale": "speechocean762", "objective": "fa+reg"}}}))
     with open(tmp_path / "oof.tsv", "w") as f:
         f.write("\t".join(["utt_id", "speaker", "fold", *[f"{a}{s}" for a in aspects

@@ -14,7 +14,7 @@ from grader.backbones import BackboneConfig
 from grader.data import read_manifest, read_word_scores, speaker_folds
 from grader.inference import DEFAULT_CHECKPOINT, Grader
 from grader.model import GraderModel, ModelConfig, label_weights
-from grader.report import band_table, ensemble, flag_figures
+from grader.report import band_table, ensemble, flag_figures, read_oof
 from grader.report import main as report_main
 from grader.scale import get_scale
 from grader.train import main as train_main
@@ -107,9 +107,10 @@ def test_crossval_with_word_heads_writes_out_of_fold_predictions(tiny_whisper, s
     assert "| 0–3 |" in printed and "Word level" in printed and "Review flag" in printed
     report_main([str(out), "--folds", "0,2"])  # the figures recomputed from oof.tsv on two folds
     assert "(folds 0,2)" in capsys.readouterr().out
-    report_main([str(out), "--stretch"])  # the post-hoc spread, fitted on the other folds
-    assert "stretched out of fold" in capsys.readouterr().out
-    same = ensemble([report, report], [out, out])  # the mean of a run and itself is that run (to oof.tsv's rounding)
+    report_main([str(out), "--stretch", "0.5"])  # the stretch, each fold's map fitted on the other folds
+    assert f"{out.name} stretched 0.5" in capsys.readouterr().out
+    run = (report, read_oof(out), read_oof(out, "oof_words.tsv"))
+    same = ensemble([run, run])[0]  # the mean of a run and itself is that run (to oof.tsv's rounding)
     for name in ("total/soft", "accuracy/regression", "word/accuracy"):
         assert same["metrics"][name]["pcc"] == pytest.approx(report["metrics"][name]["pcc"], abs=2e-3), name
     assert same["review"]["soft"]["flagged"] == report["review"]["soft"]["flagged"]

@@ -1,0 +1,134 @@
+"""The stretch: a linear map of the scores that undoes part of the grader's pull toward the middle of the scale.
+
+A grader trained to minimise its error scores every answer partway to the mean: out of fold, the answers the
+experts scored 0-3 get 4.6 on average. The stretch moves each score away from the grader's mean, by `strength`
+of the way to the experts' spread: 0 leaves the scores alone, 1 gives them the experts' mean and standard deviation
+(the full stretch, as automated essay scoring matches its scores to the human distribution). It leaves the
+correlation with the experts as it is and trades a little error in the middle of the scale for much less at the
+weak end; `python -m grader.report RUN --stretch S` measures any strength with each fold's map fitted on the other
+folds, and the model card holds the frontier. The class distribution moves with the score: each class's
+probability goes to where the map sends that class, split between the two nearest classes, so its expectation is
+the stretched soft score (but for mass the map sends past the scale's end, which stays there) and its most probable
+class the hard one.
+
+    python -m grader.stretch CHECKPOINT RUN [RUN ...] [--strength 0.5]
+
+fits the map of every aspect on the RUNs' mean out-of-fold predictions (runs of `grader.train --folds`, the
+recipes of CHECKPOINT's members, so the map is fitted on speakers the models never heard) and writes it into
+CHECKPOINT's grader.json, which `Grader.load` applies.
+"""
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import Decoded
+from .scale import ScoreScale
+
+STRENGTH = 0.5  # the shipped strength: halfway to the experts' spread (model card, "Calibration across the scale")
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """score -> target + slope * (score - centre), clamped to the scale."""
+
+    centre: float  # the grader's mean score, out of fold
+    target: float  # where the map sends it
+    slope: float
+
+    def __post_init__(self):
+        if not self.slope > 0:
+            raise ValueError(f"a stretch must keep the order of the scores (slope > 0), not {self.slope}")
+
+    def __call__(self, score):
+        return self.target + self.slope * (score - self.centre)
+
+
+def fit_stretch(predicted, human, strength: float = STRENGTH) -> Stretch:
+    """`strength` of the way from the predictions' mean and sd to the experts'."""
+    if not 0 <= strength <= 1:
+        raise ValueError(f"strength must be in [0, 1], not {strength}")
+    predicted, human = np.asarray(predicted, float), np.asarray(human, float)
+    centre = float(predicted.mean())
+    return Stretch(centre, centre + strength * float(human.mean() - centre),
+                   1 + strength * float(human.std() / predicted.std() - 1))
+
+
+def stretch_decoded(decoded: Decoded, stretches: list[Stretch], scale: ScoreScale) -> Decoded:
+    """Each aspect's scores through its map (`stretches`, one per aspect): the regression clamped to the scale, and
+    the distribution moved class by class (`ScoreScale.fair_average_target`), the soft score its expectation and the
+    hard score its most probable class. Word scores are left as they are."""
+    values = scale.values.to(decoded.probs.device)
+    moves = torch.stack([scale.fair_average_target(torch.as_tensor(s(values.cpu()))) for s in stretches])
+    probs = torch.einsum("...ac,acd->...ad", decoded.probs, moves.to(decoded.probs))
+    slope = torch.tensor([s.slope for s in stretches], device=values.device)
+    shift = torch.tensor([s.target - s.slope * s.centre for s in stretches], device=values.device)
+    return Decoded(scale.clamp(decoded.regression * slope + shift), probs, values[probs.argmax(-1)],
+                   (probs * values).sum(-1), decoded.words)
+
+
+def stretch_scores(scores, stretch: Stretch, scale: ScoreScale) -> np.ndarray:
+    """Scores through a map, clamped to the scale, as `grader.report --stretch` maps out-of-fold scores (oof.tsv
+    keeps no distributions). The grader's regression score is exactly this; its soft score too, but for the mass a
+    distribution holds on classes the map sends past the scale's end, which stays at the end: on the bundled clips
+    at most a tenth of a point between 3 and 9 (tests/test_stretch.py)."""
+    return np.clip(stretch(np.asarray(scores, float)), scale.min, scale.max)
+
+
+def read_stretches(info: dict, aspects: list[str]) -> list[Stretch] | None:
+    """A checkpoint's maps (grader.json "stretch"), one per aspect in order; None for a checkpoint without them."""
+    if "stretch" not in info:
+        return None
+    fitted = info["stretch"]["aspects"]
+    missing = [a for a in aspects if a not in fitted]
+    if missing:
+        raise ValueError(f"the checkpoint's stretch has no map for {', '.join(missing)}")
+    return [Stretch(**fitted[a]) for a in aspects]
+
+
+def write_stretch(checkpoint: str | Path, runs: list[str | Path], strength: float = STRENGTH) -> dict:
+    """Fit every aspect's map on the runs' mean out-of-fold predictions (soft) and write it into the checkpoint."""
+    from .report import read_oof
+
+    path = Path(checkpoint) / "grader.json"
+    info = json.loads(path.read_text())
+    tables = [{r["utt_id"]: r for r in read_oof(Path(run))} for run in runs]
+    if not tables[0] or any(t.keys() != tables[0].keys() for t in tables):
+        raise ValueError("the runs must be finished `grader.train --folds` runs over the same responses")
+    aspects = [c[: -len("_soft")] for c in next(iter(tables[0].values())) if c.endswith("_soft")]
+    utts = list(tables[0])
+    fitted = {}
+    for a in aspects:
+        predicted = np.mean([[float(t[u][f"{a}_soft"]) for u in utts] for t in tables], axis=0)
+        fitted[a] = asdict(fit_stretch(predicted, [float(tables[0][u][a]) for u in utts], strength))
+    info["stretch"] = {"strength": strength, "fitted_on": [Path(run).name for run in runs],
+                       "responses": len(utts), "aspects": fitted}
+    path.write_text(json.dumps(info, indent=2))
+    return info["stretch"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    strength = STRENGTH
+    if "--strength" in args:
+        at = args.index("--strength")
+        strength, args = float(args[at + 1]), args[:at] + args[at + 2:]
+    if len(args) < 2:
+        raise SystemExit("usage: python -m grader.stretch CHECKPOINT RUN [RUN ...] [--strength S]  (RUNs: "
+                         "`grader.train --folds` runs of the checkpoint's recipes)")
+    try:
+        fitted = write_stretch(args[0], args[1:], strength)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"cannot fit the stretch: {e}")
+    for aspect, s in fitted["aspects"].items():
+        print(f"{aspect}: {s['centre']:.2f} -> {s['target']:.2f}, slope {s['slope']:.3f}")
+    print(f"stretch (strength {strength:g}, fitted on {fitted['responses']} out-of-fold responses) written to "
+          f"{args[0]}/grader.json")
+
+
+if __name__ == "__main__":
+    main()
