@@ -107,6 +107,7 @@ class Prediction:
     words: list[dict] = field(default_factory=list)
     words_note: str | None = None
     uncalibrated: bool = False  # a zero-shot grade (Grader.zero_shot): see ZERO_SHOT_NOTE
+    stretch: float | None = None  # the strength of the checkpoint's stretch (grader.stretch), if it has one
 
     @property
     def headline(self) -> str:
@@ -123,6 +124,7 @@ class Prediction:
                 "scores": {k: {"regression": round(v.regression, 3), "soft": round(v.soft, 3), "hard": v.hard,
                                "probs": [round(p, 4) for p in v.probs]} for k, v in self.scores.items()},
                 "words": self.words} | ({"words_note": self.words_note} if self.words_note else {}) | (
+                    {"stretch": self.stretch} if self.stretch else {}) | (
                     {"uncalibrated": True, "note": ZERO_SHOT_NOTE} if self.uncalibrated else {})
 
 
@@ -307,7 +309,8 @@ class Grader:
         else:
             words = [{"word": word, **{a: round(float(v), 2) for a, v in zip(self.word_aspects, row)}}
                      for word, row in zip(prompt.split(), decoded.words[i].tolist())]
-        return Prediction(scores, self.scale, self.checkpoint_id, latency, words, note, uncalibrated=self.uncalibrated)
+        return Prediction(scores, self.scale, self.checkpoint_id, latency, words, note, uncalibrated=self.uncalibrated,
+                          stretch=self.info["stretch"]["strength"] if self.stretches else None)
 
 
 @dataclass(frozen=True)

@@ -105,8 +105,10 @@ def write_stretch(checkpoint: str | Path, runs: list[str | Path], strength: floa
     for a in aspects:
         predicted = np.mean([[float(t[u][f"{a}_soft"]) for u in utts] for t in tables], axis=0)
         fitted[a] = asdict(fit_stretch(predicted, [float(tables[0][u][a]) for u in utts], strength))
+    unstretched = info.get("stretch", {}).get("of", info.get("checkpoint_id", Path(checkpoint).name))
     info["stretch"] = {"strength": strength, "fitted_on": [Path(run).name for run in runs],
-                       "responses": len(utts), "aspects": fitted}
+                       "responses": len(utts), "of": unstretched, "aspects": fitted}
+    info["checkpoint_id"] = f"{unstretched}-stretch{strength:g}"  # stored with every grade: its scores differ
     path.write_text(json.dumps(info, indent=2))
     return info["stretch"]
 

@@ -85,7 +85,12 @@ def test_a_stretched_checkpoint_grades_real_speech_further_from_the_middle(tmp_p
     stretched = Grader.load(checkpoint, device="cpu")
     maps = stretched.stretches
     assert len(maps) == len(aspects) and maps[0].slope > 1
+    assert stretched.checkpoint_id == f"{plain.checkpoint_id}-stretch1"
+    stretch_main([str(checkpoint), str(run), "--strength", "0.5"])  # fitted afresh, not stretched twice
+    assert Grader.load(checkpoint, device="cpu").checkpoint_id == f"{plain.checkpoint_id}-stretch0.5"
+    stretch_main([str(checkpoint), str(run), "--strength", "1"])
     after = stretched.assess_batch(paths, texts)
+    assert after[0].to_dict()["stretch"] == 1 and "stretch" not in before[0].to_dict()
     for b, a in zip(before, after):
         for k, aspect in enumerate(aspects):
             s, was = a.prediction.scores[aspect], b.prediction.scores[aspect]

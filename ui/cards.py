@@ -17,6 +17,8 @@ ABOUT = {"soft": "the expected score: the average of the grader's probabilities 
                        "expected score, the grader is unsure",
          "hard": "the single class the grader finds most probable; it ignores how the rest of the probability "
                  "is spread"}
+STRETCHED = ("all three and the chart are moved away from the grader's average, {:.0%} of the way to the spread of "
+             "the experts' scores: trained on few weak answers, a grader scores them too high (see the model card)")
 
 
 def result_card(graded) -> str:
@@ -52,6 +54,7 @@ def result_card(graded) -> str:
              f'<th scope="col">regression</th><th scope="col">most likely</th></tr>{rows}</table><ul>'
              + "".join(f"<li><strong>{name}</strong>: {ABOUT[key]}.</li>" for name, key in (
                  ("Expected (soft)", "soft"), ("Regression", "regression"), ("Most likely", "hard")))
+             + (f"<li><strong>Stretched</strong>: {STRETCHED.format(p.stretch)}.</li>" if p.stretch else "")
              + "</ul></details>")
     return (f'<div class="card"><div class="headline"><span class="label">{html.escape(p.headline)}</span>'
             f'<span class="score">{head.soft:.1f}</span><span class="of">of {scale.max:g}</span>'
