@@ -12,6 +12,7 @@ from scipy import stats
 from grader.audio import load_audio
 from grader.data import read_manifest
 from grader.inference import DEFAULT_CHECKPOINT, Grader
+from grader.stretch import STRENGTH
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,8 @@ def test_default_checkpoint_is_small_and_documented(default_grader):
     assert (DEFAULT_CHECKPOINT / "MODEL_CARD.md").is_file() and (DEFAULT_CHECKPOINT / "train.sh").is_file()
     assert default_grader.aspects[0] == "total" and default_grader.word_aspects == ["accuracy", "total"]
     assert len(default_grader.members) == len(json.loads((DEFAULT_CHECKPOINT / "grader.json").read_text())["members"])
+    assert default_grader.info["stretch"]["strength"] == STRENGTH  # the model card's "Calibration across the scale"
+    assert default_grader.checkpoint_id.endswith(f"-stretch{STRENGTH:g}") and len(default_grader.stretches) == 4
 
 
 def test_default_grader_agrees_with_experts(default_grader, speechocean_dir):
