@@ -20,7 +20,7 @@ from grader.report import main as report_main
 from grader.review import LOW_SCORE, Review, ReviewRule, review_reasons
 from storage import Database
 from ui import callbacks as cb
-from ui.cards import ABOUT, evidence_html, likely_range, result_card
+from ui.cards import ABOUT, STRETCHED, evidence_html, likely_range, result_card
 from ui.config import AppConfig
 
 TEXT = "WE CALL IT BEAR"
@@ -80,6 +80,7 @@ def test_the_card_says_what_its_one_number_is(shipped, speech_clip):
                in about
     for sentence in ABOUT.values():
         assert sentence in about
+    assert p.stretch == 0.5 and STRETCHED.format(0.5) in about and "50% of the way" in about  # the shipped stretch
 
 
 def test_the_range_is_the_narrowest_run_holding_most_of_the_probability(shipped):
