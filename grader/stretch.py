@@ -65,10 +65,8 @@ def stretch_decoded(decoded: Decoded, stretches: list[Stretch], scale: ScoreScal
     values = scale.values.to(decoded.probs.device)
     moves = torch.stack([scale.fair_average_target(torch.as_tensor(s(values.cpu()))) for s in stretches])
     probs = torch.einsum("...ac,acd->...ad", decoded.probs, moves.to(decoded.probs))
-    slope = torch.tensor([s.slope for s in stretches], device=values.device)
-    shift = torch.tensor([s.target - s.slope * s.centre for s in stretches], device=values.device)
-    return Decoded(scale.clamp(decoded.regression * slope + shift), probs, values[probs.argmax(-1)],
-                   (probs * values).sum(-1), decoded.words)
+    regression = torch.stack([s(decoded.regression[..., a]) for a, s in enumerate(stretches)], -1)
+    return Decoded(scale.clamp(regression), probs, values[probs.argmax(-1)], (probs * values).sum(-1), decoded.words)
 
 
 def stretch_scores(scores, stretch: Stretch, scale: ScoreScale) -> np.ndarray:
