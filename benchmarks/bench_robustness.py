@@ -80,16 +80,24 @@ PERTURBATIONS: dict[str, Callable] = {
 
 # ---------------------------------------------------------------- grading and the report
 
+RECORDING_FLAGS = {"noisy": "noisy_recording", "narrowband": "narrowband_recording"}  # grader/review.py's codes
+
+
+def flagged(codes: list[set[str]]) -> dict:
+    """The share of answers given each recording review reason."""
+    return {f"flagged_{name}": round(float(np.mean([code in c for c in codes])), 4)
+            for name, code in RECORDING_FLAGS.items()}
+
+
 def change(clean: np.ndarray, other: np.ndarray, codes: list[set[str]]) -> dict:
     """`codes`: the review reasons of each perturbed answer. One moved by more than 0.5 with none is the silent
     failure: nothing tells the examiner to listen."""
     delta = other - clean
     moved = np.abs(delta)
-    reviewed, noisy = np.array([bool(c) for c in codes]), np.array(["noisy_recording" in c for c in codes])
+    reviewed = np.array([bool(c) for c in codes])
     return {"mean_change": round(float(delta.mean()), 3), "mean_abs_change": round(float(moved.mean()), 3),
             "moved_over_0_5": round(float(np.mean(moved > 0.5)), 4), "max_abs_change": round(float(moved.max()), 3),
-            "moved_unreviewed": round(float(np.mean((moved > 0.5) & ~reviewed)), 4),
-            "flagged_noisy": round(float(np.mean(noisy)), 4)}
+            "moved_unreviewed": round(float(np.mean((moved > 0.5) & ~reviewed)), 4), **flagged(codes)}
 
 
 def judge(name: str, row: dict) -> dict | None:
@@ -102,7 +110,7 @@ def judge(name: str, row: dict) -> dict | None:
 
 def table(rows: dict) -> str:
     lines = ["| perturbation | mean change of the total | answers moving by more than 0.5 | max change | target | "
-             "moved, no review reason | flagged noisy |", "|---|---|---|---|---|---|---|"]
+             "moved, no review reason | flagged noisy | flagged narrowband |", "|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         target = r.get("target")
         goal = ""
@@ -110,7 +118,8 @@ def table(rows: dict) -> str:
             mean = f", mean within ±{target['mean_abs']}" if "mean_abs" in target else ""
             goal = f"{'met' if target['met'] else '**not met**'} (≤ {target['moved']:.0%}{mean})"
         lines.append(f"| {name} | {r['mean_change']:+.2f} | {r['moved_over_0_5']:.1%} | {r['max_abs_change']:.2f} | "
-                     f"{goal} | {r['moved_unreviewed']:.1%} | {r['flagged_noisy']:.1%} |")
+                     f"{goal} | {r['moved_unreviewed']:.1%} | {r['flagged_noisy']:.1%} | "
+                     f"{r['flagged_narrowband']:.1%} |")
     return "\n".join(lines)
 
 
@@ -160,12 +169,13 @@ def main(argv: list[str] | None = None) -> dict:
             rows[name]["target"] = judge(name, rows[name])
             print(f"{name:24s} mean change {rows[name]['mean_change']:+.3f}, moved > 0.5: "
                   f"{rows[name]['moved_over_0_5']:.1%}, of them with no review reason: "
-                  f"{rows[name]['moved_unreviewed']:.1%}; flagged noisy: {rows[name]['flagged_noisy']:.1%}", flush=True)
+                  f"{rows[name]['moved_unreviewed']:.1%}; flagged noisy: {rows[name]['flagged_noisy']:.1%}, "
+                  f"narrowband: {rows[name]['flagged_narrowband']:.1%}", flush=True)
     results = {
         "benchmark": "robustness", "options": asdict(opts), "checkpoint": grader.checkpoint_id,
         "clips": len(responses), "speakers": len({r.speaker for r in responses}),
         "clean": {"total_soft_vs_human": score_metrics(clean.tolist(), [r.scores["total"] for r in responses]),
-                  "flagged_noisy": round(float(np.mean(["noisy_recording" in c for c in clean_codes])), 4)},
+                  **flagged(clean_codes)},
         "perturbations": rows, "seconds": round(time.perf_counter() - t0),
         "machine": {"usable_cores": len(os.sched_getaffinity(0)), "threads": torch.get_num_threads(),
                     "load1_before": started, "load1_after": load1()},

@@ -259,7 +259,7 @@ class Grader:
         for k, i in enumerate(scorable):
             a = out[i]
             a.prediction, a.reference, a.reference_text = predictions[k], matches.get(k), texts[i]
-            a.review = review_reasons(a.prediction, a.reference, a.gate.measures.get("snr_db"))
+            a.review = review_reasons(a.prediction, a.reference, a.gate.measures)
             a.timings |= {"model": model_s, "reference": reference_s}
         return out
 

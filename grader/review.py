@@ -16,8 +16,13 @@ LOW_SCORE = {"speechocean762": 6.0}
 # Speech over background (the gate's `snr_db`) under which a recording counts as noisy: noise moves the score (pink
 # noise at 10 dB: a fifth to a third of held-out answers move by more than 0.5). The highest whole dB flagging at most
 # 2 % of 600 clean clips of 100 speakers; on 500 clips of 25 others it flags 0.8 % of them clean and all of them under
-# pink noise at 10 dB (benchmarks/bench_noise.py).
+# pink noise at 10 dB (benchmarks/bench_channel.py).
 MIN_SNR_DB = 26.0
+# The upper band's level (the gate's `high_band_db`) under which a recording counts as narrowband: a telephone line,
+# which moves 5 % of held-out totals by more than 0.5 (benchmarks/README.md, "Robustness"). The highest whole dB
+# flagging none of the 600 clean clips; on 500 clips of 25 others it flags none of them clean and all but one through
+# a telephone band, and no codec, noise, room or gain (benchmarks/bench_channel.py).
+MIN_HIGH_BAND_DB = -31.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class ReviewRule:
     low_score: dict[str, float] = field(default_factory=lambda: dict(LOW_SCORE))  # headline score under this
     heads_gap: float = 0.75  # in class steps: regression and soft of any aspect further apart than this
     min_snr_db: float = MIN_SNR_DB  # the gate's speech-over-background estimate under this: a noisy recording
+    min_high_band_db: float = MIN_HIGH_BAND_DB  # the gate's upper-band level under this: a telephone line
 
     def __post_init__(self):
         if self.heads_gap <= 0:
@@ -35,19 +41,20 @@ class ReviewRule:
 
 @dataclass(frozen=True)
 class Review:
-    code: str  # low_score, heads_disagree, reference_mismatch, noisy_recording
+    code: str  # low_score, heads_disagree, reference_mismatch, noisy_recording, narrowband_recording
     text: str
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def review_reasons(prediction, reference: ReferenceMatch | None = None, snr_db: float | None = None,
+def review_reasons(prediction, reference: ReferenceMatch | None = None, measures: dict[str, float] | None = None,
                    rule: ReviewRule = ReviewRule()) -> list[Review]:
     """The reasons to review a `Prediction`, in an examiner's words: a low headline score (where the grader errs
     most: it scores weak answers too high), the grader's two estimates of some aspect disagreeing, the answer not
-    reading its reference text (`reference`: None for an open answer, where nothing is checked), or a noisy
-    recording (`snr_db`: the gate's measure; None where no recording was measured)."""
+    reading its reference text (`reference`: None for an open answer, where nothing is checked), or a noisy or
+    narrowband recording (`measures`: the gate's; a measure it lacks, or None, checks nothing)."""
+    measures = measures or {}
     scale, headline = prediction.scale, prediction.scores[prediction.headline]
     reasons = []
     low = rule.low_score.get(scale.name)
@@ -63,8 +70,13 @@ def review_reasons(prediction, reference: ReferenceMatch | None = None, snr_db: 
     if reference is not None and reference.mismatch:
         reasons.append(Review("reference_mismatch", f"the answer does not match the reference text "
                                                     f"({reference.found} of {reference.words} words)"))
+    snr_db, high_band_db = measures.get("snr_db"), measures.get("high_band_db")
     if snr_db is not None and snr_db < rule.min_snr_db:
         reasons.append(Review("noisy_recording", f"a noisy recording (the speech stands {snr_db:.0f} dB above the "
                                                  "background): noise can move the score; re-record somewhere quieter "
                                                  "if you can"))
+    if high_band_db is not None and high_band_db < rule.min_high_band_db:
+        reasons.append(Review("narrowband_recording", "a narrowband recording, as through a telephone line (little "
+                                                      "above 4 kHz): the band can move the score; record through a "
+                                                      "microphone, not a call, if you can"))
     return reasons

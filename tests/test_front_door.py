@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from grader.audio import SAMPLE_RATE, load_audio
-from grader.augment import noise
+from grader.augment import noise, telephone
 from grader.evaluate import main as evaluate_main
 from grader.inference import AssessOptions, Grader
 from grader.predict import main as predict_main
@@ -119,29 +119,41 @@ def test_an_answer_to_another_text_is_flagged(shipped, labels, speechocean_clips
     assert a.to_dict()["reference"] == {"words": a.reference.words, "found": a.reference.found}
 
 
-def test_a_noisy_recording_is_flagged_at_every_door(shipped, labels, speechocean_clips, tmp_path, capsys):
-    """Real clips under pink noise at 10 dB are graded with "a noisy recording" among the review reasons, the same
-    clips clean without it; `grader.predict`'s JSON carries the code and the sentence."""
+CHANNELS = {  # review code: (the channel it is for, the sentence it gives for the gate's measures)
+    "noisy_recording": (lambda a, rng: noise(a, rng, 10),
+                        lambda m: f"a noisy recording (the speech stands {m['snr_db']:.0f} dB above the background): "
+                                  "noise can move the score; re-record somewhere quieter if you can"),
+    "narrowband_recording": (lambda a, rng: telephone(a),
+                             lambda m: "a narrowband recording, as through a telephone line (little above 4 kHz): "
+                                       "the band can move the score; record through a microphone, not a call, if "
+                                       "you can"),
+}
+
+
+@pytest.mark.parametrize("code", CHANNELS)
+def test_a_noisy_or_narrowband_recording_is_flagged_at_every_door(code, shipped, labels, speechocean_clips, tmp_path,
+                                                                   capsys):
+    """Real clips under pink noise at 10 dB, or through a telephone band, are graded with that review reason, the
+    same clips clean without it; `grader.predict`'s JSON carries the code and the sentence."""
+    channel, sentence = CHANNELS[code]
     rows = labels[:8]
     clean = [load_audio(speechocean_clips / r["audio"]) for r in rows]
     rng = np.random.default_rng(0)
-    noisy = [noise(a, rng, 10).astype(np.float32) for a in clean]
+    changed = [channel(a, rng).astype(np.float32) for a in clean]
     texts = [r["text"] for r in rows]
 
     def flagged(assessments) -> list[bool]:
-        return [any(r.code == "noisy_recording" for r in a.review) for a in assessments]
+        return [any(r.code == code for r in a.review) for a in assessments]
 
     assert sum(flagged(shipped.assess_batch(clean, texts))) <= 1
-    assessed = shipped.assess_batch(noisy, texts)
+    assessed = shipped.assess_batch(changed, texts)
     assert all(flagged(assessed))
-    snr = assessed[0].gate.measures["snr_db"]
-    reason = next(r for r in assessed[0].review if r.code == "noisy_recording")
-    assert reason.text == (f"a noisy recording (the speech stands {snr:.0f} dB above the background): noise can "
-                           "move the score; re-record somewhere quieter if you can")
-    sf.write(tmp_path / "noisy.wav", noisy[0], SAMPLE_RATE)
-    predict_main([str(tmp_path / "noisy.wav"), "--text", texts[0]])
+    reason = next(r for r in assessed[0].review if r.code == code)
+    assert reason.text == sentence(assessed[0].gate.measures)
+    sf.write(tmp_path / "changed.wav", changed[0], SAMPLE_RATE)
+    predict_main([str(tmp_path / "changed.wav"), "--text", texts[0]])
     printed = json.loads(capsys.readouterr().out)
-    assert {"code": "noisy_recording", "text": reason.text} in printed["review"]
+    assert {"code": code, "text": reason.text} in printed["review"]
 
 
 def test_an_open_answer_is_not_checked(shipped, speech_clip):

@@ -5,12 +5,12 @@ import pytest
 
 from grader.audio import SAMPLE_RATE, load_audio
 from grader.audio import GateConfig, GateResult, check_audio, inspect_file
-from grader.augment import noise
-from grader.review import MIN_SNR_DB
+from grader.augment import noise, reverb, telephone, through_codec
+from grader.review import MIN_HIGH_BAND_DB, MIN_SNR_DB
 
 RNG = np.random.default_rng(0)
 MEASURES = {"duration_s", "speech_s", "speech_ratio", "peak_dbfs", "rms_dbfs", "clipped_fraction", "dc_offset",
-            "snr_db"}
+            "snr_db", "high_band_db"}
 
 
 @pytest.fixture(scope="module")
@@ -106,3 +106,21 @@ def test_noise_lowers_the_speech_over_background_measure_and_gain_does_not(speec
     assert len(clips) >= 30
     assert np.mean(clean >= MIN_SNR_DB) >= 0.9 and np.all(noisy < MIN_SNR_DB)
     assert np.all(noisy < clean - 5) and np.abs(quiet - clean).max() < 0.5
+
+
+def test_a_telephone_band_empties_the_upper_band_and_codecs_do_not(speechocean_clips):
+    """On the bundled real clips: clean ones stand above the narrowband threshold, and so do they after MP3 at 32
+    kbps, a small room or a quieter microphone; through a telephone band all of them fall far below it."""
+    clips = [load_audio(path) for path in sorted((speechocean_clips / "audio").iterdir())]
+    rng = np.random.default_rng(0)
+
+    def high_band(audios) -> np.ndarray:
+        return np.array([check_audio(np.asarray(a, dtype=np.float32)).measures["high_band_db"] for a in audios])
+
+    clean = high_band(clips)
+    assert np.mean(clean >= MIN_HIGH_BAND_DB) >= 0.95
+    assert np.all(high_band(telephone(a) for a in clips) < min(MIN_HIGH_BAND_DB, clean.min()) - 5)
+    for changed in ([through_codec(a, "mp3", 32_000) for a in clips[:10]], [reverb(a, rng) for a in clips[:10]],
+                    [a * 0.1 for a in clips[:10]]):
+        assert np.abs(high_band(changed) - clean[:10]).max() < 6
+

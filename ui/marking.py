@@ -116,7 +116,7 @@ def stored_graded(stored: dict) -> Graded:
         order = [stored["headline"], *(a for a in stored["scores"] if a != stored["headline"])]
         prediction = Prediction({a: AspectScore(**stored["scores"][a]) for a in order}, get_scale(stored["scale_name"]),
                                 stored["checkpoint_id"], stored["latency_s"])
-    review = review_reasons(prediction, snr_db=measures.get("snr_db")) if prediction else []
+    review = review_reasons(prediction, measures=measures) if prediction else []
     return Graded(stored["response_id"], stored["id"], Assessment(gate, prediction, review))
 
 

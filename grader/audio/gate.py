@@ -93,7 +93,7 @@ def _measure(audio: np.ndarray, config: GateConfig) -> tuple[dict[str, float], t
     duration = len(audio) / SAMPLE_RATE
     return {"duration_s": duration, "speech_s": speech, "speech_ratio": speech / duration if duration else 0.0,
             "peak_dbfs": _dbfs(peak), "rms_dbfs": _dbfs(rms), "clipped_fraction": _clipped_fraction(audio, config),
-            "dc_offset": dc_offset, "snr_db": _snr_db(centred)}, segments
+            "dc_offset": dc_offset, "snr_db": _snr_db(centred), "high_band_db": _high_band_db(centred)}, segments
 
 
 SNR_FRAME = 400  # 25 ms
@@ -104,12 +104,31 @@ def _snr_db(audio: np.ndarray) -> float:
     dB (a percentile estimate, as NIST's STNR). Every answer pauses between words, and in a clean recording those
     frames hold only the room; under noise they hold the noise. Gain does not move it; a lead-in of room tone only
     raises it. On 500 speechocean762 clips it is 30-63 dB (5th-95th percentile), and 17-20 dB after pink noise at
-    10 dB below the recording's level (benchmarks/bench_noise.py, results/noise.json)."""
+    10 dB below the recording's level (benchmarks/bench_channel.py, results/channel.json)."""
     if len(audio) < SNR_FRAME:
         return 0.0
     levels = librosa.feature.rms(y=audio, frame_length=SNR_FRAME, hop_length=SNR_FRAME, center=False)[0]
     db = librosa.amplitude_to_db(levels, ref=1.0, amin=1e-6, top_db=None)
     return float(np.percentile(db, 95) - np.percentile(db, 10))
+
+
+HIGH_BAND_FFT = 512  # 32 ms
+
+
+def _high_band_db(audio: np.ndarray) -> float:
+    """How much of the speech reaches above a telephone line's band: the mean power of 4.5-7.5 kHz over that of
+    2.5-3.3 kHz, in dB, in the loudest 30 % of 32-ms frames (the speech, not the pauses). Fricatives and bursts fill
+    the upper band of a 16-kHz microphone recording; a telephone line (300-3,400 Hz, sampled at 8 kHz) leaves it
+    empty. On 500 speechocean762 clips it is -20 to 8 dB (5th-95th percentile), and -59 to -44 dB through a
+    telephone band; MP3, Opus, a room, noise and gain leave it where it was (benchmarks/bench_channel.py,
+    results/channel.json)."""
+    if len(audio) < HIGH_BAND_FFT:
+        return 0.0
+    power = np.abs(librosa.stft(audio, n_fft=HIGH_BAND_FFT, hop_length=HIGH_BAND_FFT // 2, center=False)) ** 2
+    loud = power[:, power.sum(0) >= np.percentile(power.sum(0), 70)].mean(1)
+    hz = librosa.fft_frequencies(sr=SAMPLE_RATE, n_fft=HIGH_BAND_FFT)
+    high, mid = loud[(hz >= 4500) & (hz < 7500)].mean(), loud[(hz >= 2500) & (hz < 3300)].mean()
+    return float(10 * np.log10(max(high, 1e-20) / max(mid, 1e-20)))
 
 
 def _clipped_fraction(audio: np.ndarray, config: GateConfig) -> float:
