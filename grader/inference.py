@@ -20,6 +20,7 @@ from .audio import TRIM_MARGIN_S, AudioLimits, GateConfig, GateResult, SpeechSeg
 from .audio import trim_to_speech
 from .backbones import AudioStates, BackboneConfig, WhisperBackbone
 from .backbones.whisper import adapters_off
+from .channel import ChannelProbe, ChannelReading
 from .data import length_batches
 from .ensemble import check_members, mean_decoded
 from .evidence.alignment import spoken_words
@@ -132,7 +133,7 @@ class Grader:
     """A loaded checkpoint, ready to grade 16-kHz audio. Load once per process: loading takes seconds."""
 
     def __init__(self, model: GraderModel, checkpoint_id: str, info: dict, precision: str = "fp32",
-                 members: list[GraderModel] | None = None):
+                 members: list[GraderModel] | None = None, channel: ChannelProbe | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.model = model  # encodes the audio, and its Whisper gives the transcript and the reference check
@@ -141,6 +142,7 @@ class Grader:
         self.info = info
         self.stretches = read_stretches(info, model.config.aspects)  # grader.stretch; None: scores as trained
         self.precision = PRECISIONS[precision]
+        self.channel = channel  # grader.channel: tells a reverberant recording from the encoder's states; None: off
         # Held while grading and while the adapters are off (`stock_whisper`): the adapters are state of the one
         # shared model, and Gradio runs events in threads.
         self.lock = threading.Lock()
@@ -170,7 +172,8 @@ class Grader:
                         else f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
             log.warning("precision bf16 on %s without native bfloat16 (%s): torch emulates it, so grading is "
                         "several times slower than fp32; use fp32 here", device, hardware)
-        return cls(model, info.get("checkpoint_id", folder.name), info, precision, members)
+        channel = None if model.audio_encoder_trainable else ChannelProbe.load(folder)
+        return cls(model, info.get("checkpoint_id", folder.name), info, precision, members, channel)
 
     @classmethod
     def zero_shot(cls, model: str, scale: str = "speechocean762", aspects: list[str] | None = None,
@@ -242,6 +245,7 @@ class Grader:
         heard = [out[i].audio if options.trim_margin_s is None else
                  trim_to_speech(out[i].audio, list(out[i].gate.speech), options.trim_margin_s) for i in scorable]
         predictions, states = self._grade_batch(heard, [texts[i] for i in scorable], batch_size)
+        channels = [self.channel.read(s) if self.channel else None for s in states]
         model_s = (time.perf_counter() - start) / len(scorable)
         start = time.perf_counter()
         checked = [k for k, i in enumerate(scorable) if texts[i] and spoken_words(texts[i])]
@@ -258,8 +262,8 @@ class Grader:
         reference_s = (time.perf_counter() - start) / len(scorable)
         for k, i in enumerate(scorable):
             a = out[i]
-            a.prediction, a.reference, a.reference_text = predictions[k], matches.get(k), texts[i]
-            a.review = review_reasons(a.prediction, a.reference, a.gate.measures)
+            a.prediction, a.reference, a.reference_text, a.channel = predictions[k], matches.get(k), texts[i], channels[k]
+            a.review = review_reasons(a.prediction, a.reference, a.gate.measures, a.channel)
             a.timings |= {"model": model_s, "reference": reference_s}
         return out
 
@@ -332,6 +336,7 @@ class Assessment:
     review: list[Review] = field(default_factory=list)
     reference: ReferenceMatch | None = None  # words of the reference text found; None: not checked (no text)
     reference_text: str | None = None
+    channel: ChannelReading | None = None  # the checkpoint's channel probe on the graded audio; None: it has none
     audio: np.ndarray | None = None  # the decoded recording, whole (None: it could not be read)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per response: decode_gate, model, reference
 
@@ -349,5 +354,6 @@ class Assessment:
         out = {"scorable": self.scorable, "gate_code": self.gate.code, "gate_reason": self.gate.reason}
         if self.prediction:
             out |= self.prediction.to_dict() | {"review": [r.to_dict() for r in self.review],
-                                                "reference": self.reference.to_dict() if self.reference else None}
+                                                "reference": self.reference.to_dict() if self.reference else None,
+                                                "channel": self.channel.to_dict() if self.channel else None}
         return out

@@ -8,6 +8,7 @@ an examiner, each threshold chosen on four folds and scored on the fifth (`pytho
 
 from dataclasses import asdict, dataclass, field
 
+from .channel import ChannelReading
 from .reference import ReferenceMatch
 
 # The score under which the grader is least reliable, by scale; a scale not listed has no such reason until
@@ -41,7 +42,7 @@ class ReviewRule:
 
 @dataclass(frozen=True)
 class Review:
-    code: str  # low_score, heads_disagree, reference_mismatch, noisy_recording, narrowband_recording
+    code: str  # low_score, heads_disagree, reference_mismatch, noisy_recording, narrowband_recording, reverberant_recording
     text: str
 
     def to_dict(self) -> dict:
@@ -49,11 +50,12 @@ class Review:
 
 
 def review_reasons(prediction, reference: ReferenceMatch | None = None, measures: dict[str, float] | None = None,
-                   rule: ReviewRule = ReviewRule()) -> list[Review]:
+                   channel: ChannelReading | None = None, rule: ReviewRule = ReviewRule()) -> list[Review]:
     """The reasons to review a `Prediction`, in an examiner's words: a low headline score (where the grader errs
     most: it scores weak answers too high), the grader's two estimates of some aspect disagreeing, the answer not
     reading its reference text (`reference`: None for an open answer, where nothing is checked), or a noisy or
-    narrowband recording (`measures`: the gate's; a measure it lacks, or None, checks nothing)."""
+    narrowband recording (`measures`: the gate's; a measure it lacks, or None, checks nothing), or a reverberant
+    one (`channel`: the checkpoint's channel probe, grader.channel, with its own threshold; None checks nothing)."""
     measures = measures or {}
     scale, headline = prediction.scale, prediction.scores[prediction.headline]
     reasons = []
@@ -79,4 +81,9 @@ def review_reasons(prediction, reference: ReferenceMatch | None = None, measures
         reasons.append(Review("narrowband_recording", "a narrowband recording, as through a telephone line (little "
                                                       "above 4 kHz): the band can move the score; record through a "
                                                       "microphone, not a call, if you can"))
+    if channel is not None and channel.reverberant:
+        reasons.append(Review("reverberant_recording", "a reverberant recording, as in an echoing room (the grader "
+                                                       f"hears a room at {channel.probabilities['room']:.0%}): the "
+                                                       "room can move the score; record closer to the microphone "
+                                                       "or in a smaller, furnished room if you can"))
     return reasons

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from grader.audio import SAMPLE_RATE, load_audio
-from grader.augment import noise, telephone
+from grader.augment import noise, reverb, telephone
 from grader.evaluate import main as evaluate_main
 from grader.inference import AssessOptions, Grader
 from grader.predict import main as predict_main
@@ -119,22 +119,27 @@ def test_an_answer_to_another_text_is_flagged(shipped, labels, speechocean_clips
     assert a.to_dict()["reference"] == {"words": a.reference.words, "found": a.reference.found}
 
 
-CHANNELS = {  # review code: (the channel it is for, the sentence it gives for the gate's measures)
+CHANNELS = {  # review code: (the channel it is for, the sentence it gives for the assessment)
     "noisy_recording": (lambda a, rng: noise(a, rng, 10),
-                        lambda m: f"a noisy recording (the speech stands {m['snr_db']:.0f} dB above the background): "
-                                  "noise can move the score; re-record somewhere quieter if you can"),
+                        lambda a: f"a noisy recording (the speech stands {a.gate.measures['snr_db']:.0f} dB above the "
+                                  "background): noise can move the score; re-record somewhere quieter if you can"),
     "narrowband_recording": (lambda a, rng: telephone(a),
-                             lambda m: "a narrowband recording, as through a telephone line (little above 4 kHz): "
+                             lambda a: "a narrowband recording, as through a telephone line (little above 4 kHz): "
                                        "the band can move the score; record through a microphone, not a call, if "
                                        "you can"),
+    "reverberant_recording": (lambda a, rng: reverb(a, rng, 0.5),
+                              lambda a: "a reverberant recording, as in an echoing room (the grader hears a room at "
+                                        f"{a.channel.probabilities['room']:.0%}): the room can move the score; "
+                                        "record closer to the microphone or in a smaller, furnished room if you can"),
 }
 
 
 @pytest.mark.parametrize("code", CHANNELS)
-def test_a_noisy_or_narrowband_recording_is_flagged_at_every_door(code, shipped, labels, speechocean_clips, tmp_path,
-                                                                   capsys):
-    """Real clips under pink noise at 10 dB, or through a telephone band, are graded with that review reason, the
-    same clips clean without it; `grader.predict`'s JSON carries the code and the sentence."""
+def test_a_noisy_narrowband_or_reverberant_recording_is_flagged_at_every_door(code, shipped, labels,
+                                                                               speechocean_clips, tmp_path, capsys):
+    """Real clips under pink noise at 10 dB, through a telephone band or in a room (RT60 0.5 s) are graded with
+    that review reason, the same clips clean without it; `grader.predict`'s JSON carries the code and the
+    sentence."""
     channel, sentence = CHANNELS[code]
     rows = labels[:8]
     clean = [load_audio(speechocean_clips / r["audio"]) for r in rows]
@@ -149,7 +154,7 @@ def test_a_noisy_or_narrowband_recording_is_flagged_at_every_door(code, shipped,
     assessed = shipped.assess_batch(changed, texts)
     assert all(flagged(assessed))
     reason = next(r for r in assessed[0].review if r.code == code)
-    assert reason.text == sentence(assessed[0].gate.measures)
+    assert reason.text == sentence(assessed[0])
     sf.write(tmp_path / "changed.wav", changed[0], SAMPLE_RATE)
     predict_main([str(tmp_path / "changed.wav"), "--text", texts[0]])
     printed = json.loads(capsys.readouterr().out)

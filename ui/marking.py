@@ -16,7 +16,7 @@ import numpy as np
 
 from grader.audio import SAMPLE_RATE, AudioError, GateResult, load_audio
 from grader.inference import AspectScore, Assessment, Prediction
-from grader.review import review_reasons
+from grader.review import Review, review_reasons
 from grader.scale import get_scale
 from storage import AGREEMENTS, StorageError
 
@@ -108,7 +108,8 @@ def kept_audio(services: Services, response: dict) -> tuple[int, np.ndarray] | N
 
 
 def stored_graded(stored: dict) -> Graded:
-    """A stored grade as the card renders a fresh one (the reference check is not stored: its flag is not shown)."""
+    """A stored grade as the card renders a fresh one, with the review reasons the grader gave it (a grade stored
+    before they were kept has them worked out again from its scores and gate measures)."""
     measures = stored["gate_measures"] or {}
     gate = GateResult(stored["scorable"], stored["gate_reason"], measures.get("gate_code"), measures)
     prediction = None
@@ -116,7 +117,9 @@ def stored_graded(stored: dict) -> Graded:
         order = [stored["headline"], *(a for a in stored["scores"] if a != stored["headline"])]
         prediction = Prediction({a: AspectScore(**stored["scores"][a]) for a in order}, get_scale(stored["scale_name"]),
                                 stored["checkpoint_id"], stored["latency_s"])
-    review = review_reasons(prediction, measures=measures) if prediction else []
+    kept = (stored["review"] or {}).get("reasons")
+    review = ([Review(**r) for r in kept] if kept is not None else
+              review_reasons(prediction, measures=measures) if prediction else [])
     return Graded(stored["response_id"], stored["id"], Assessment(gate, prediction, review))
 
 

@@ -3,7 +3,8 @@
 # recording trimmed to its speech as the app grades, 6 epochs, each batch paired with a perturbed view of every
 # clip (noise, room, telephone; TRADES-style consistency), the second with label-density re-weighting; their
 # ensemble in this folder; and the stretch (grader.stretch, strength 0.5) fitted on the two recipes' out-of-fold
-# predictions, from 5-fold cross-validation by speaker (which also gives the model card's figures).
+# predictions, from 5-fold cross-validation by speaker (which also gives the model card's figures); and the channel
+# probe (grader.channel: the reverberant-recording review reason), fitted on the same cached views.
 #   bash checkpoints/default/train.sh        (DATA=... for another copy of the corpus; about 80 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,3 +20,4 @@ recipe=(--manifest "$DATA/labels.tsv" --target total,accuracy,fluency,prosodic -
 "$PYTHON" -m grader.ensemble checkpoints/default runs/speechocean762-tiny.en-fa-reg-words-tr \
     runs/speechocean762-tiny.en-fa-reg-words-tr-rw
 "$PYTHON" -m grader.stretch checkpoints/default runs/cv-e6-tr-words-trim runs/cv-e6-tr-rw-words-trim --strength 0.5
+"$PYTHON" -m grader.channel checkpoints/default --manifest "$DATA/labels.tsv"
