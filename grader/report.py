@@ -7,6 +7,7 @@ the review flag finds the misgraded responses. `grader.train --folds K` writes t
     python -m grader.report runs/cv-base --stretch 0.5         # and after the stretch (grader.stretch), out of fold
     python -m grader.report runs/cv-base --review              # the review flag's precision and recall, by rule
     python -m grader.report runs/cv-base runs/cv-new --ensemble    # and a row for the mean of the runs' predictions
+    python -m grader.report runs/cv-f0+runs/cv-f1234           # one run from runs of disjoint folds (--run-folds)
 """
 
 import csv
@@ -214,6 +215,21 @@ def restrict(report: dict, rows: list[dict], words: list[dict], folds: set[int])
     return report | figures | {"run": f"{report['run']} (folds {','.join(map(str, sorted(folds)))})"}, rows, words
 
 
+def joined(parts: list[tuple[dict, list, list]], name: str) -> tuple[dict, list, list]:
+    """One run from runs of disjoint folds of the same split (`train --folds K --run-folds 0`, then `--run-folds
+    1,2,3,4`, say): their out-of-fold rows together, the figures recomputed over all of them."""
+    seen: set[int] = set()
+    for _, rows, _ in parts:
+        folds = {int(r["fold"]) for r in rows}
+        if folds & seen:
+            raise SystemExit(f"{name}: its parts share folds {sorted(folds & seen)}; join runs of different folds")
+        seen |= folds
+    report = parts[0][0]
+    rows, words = [r for _, x, _ in parts for r in x], [w for _, _, x in parts for w in x]
+    figures = oof_figures(report, rows, words, decodings(report["training"]["model"]["objective"]))
+    return report | figures | {"run": name}, rows, words
+
+
 def ensemble(runs: list[tuple[dict, list, list]]) -> tuple[dict, list, list]:
     """The out-of-fold figures of the runs' mean prediction (regression and soft, each aspect; each word's scores
     over the runs that have word heads), from each run's (report, rows, word rows). Every run's prediction of a
@@ -356,14 +372,17 @@ def main(argv: list[str] | None = None) -> None:
         args = args[:at] + args[at + 2:]
     runs = [a for a in args if a not in ("--detail", "--review", "--ensemble")]
     if not runs:
-        raise SystemExit("usage: python -m grader.report RUN_DIR [RUN_DIR ...] [--detail]  (runs of grader.train --folds)")
+        raise SystemExit("usage: python -m grader.report RUN_DIR [RUN_DIR ...] [--detail]  (runs of grader.train --folds; "
+                         "RUN_A+RUN_B joins runs of disjoint folds)")
     loaded = []  # (report, out-of-fold rows, word rows) per run
     for run in runs:
-        path = Path(run) / "cv.json"
-        if not path.is_file():
-            raise SystemExit(f"{run} has no cv.json: not a finished `grader.train --folds` run")
-        report = json.loads(path.read_text())
-        rows, words = read_oof(Path(run)), read_oof(Path(run), "oof_words.tsv")
+        parts = []  # a run, or A+B: runs of disjoint folds of one split, joined
+        for part in run.split("+"):
+            path = Path(part) / "cv.json"
+            if not path.is_file():
+                raise SystemExit(f"{part} has no cv.json: not a finished `grader.train --folds` run")
+            parts.append((json.loads(path.read_text()), read_oof(Path(part)), read_oof(Path(part), "oof_words.tsv")))
+        report, rows, words = joined(parts, run) if len(parts) > 1 else parts[0]
         loaded.append(restrict(report, rows, words, folds) if folds else (report, rows, words))
     if mean:
         loaded.append(ensemble(loaded))

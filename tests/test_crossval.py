@@ -14,7 +14,7 @@ from grader.backbones import BackboneConfig
 from grader.data import read_manifest, read_word_scores, speaker_folds
 from grader.inference import DEFAULT_CHECKPOINT, Grader
 from grader.model import GraderModel, ModelConfig, label_weights
-from grader.report import band_table, ensemble, flag_figures, read_oof
+from grader.report import band_table, ensemble, flag_figures, joined, read_oof, restrict
 from grader.report import main as report_main
 from grader.scale import get_scale
 from grader.train import main as train_main
@@ -124,6 +124,14 @@ def test_crossval_with_word_heads_writes_out_of_fold_predictions(tiny_whisper, s
                 "--reweight", "0.5", "--out", str(part)])
     part_rows = list(csv.DictReader(open(part / "oof.tsv"), delimiter="\t"))
     assert part_rows == [r for r in rows if r["fold"] == "1"]
+    others = restrict(report, read_oof(out), read_oof(out, "oof_words.tsv"), {0, 2})  # joined with that fold
+    one = (json.loads((part / "cv.json").read_text()), read_oof(part), read_oof(part, "oof_words.tsv"))
+    whole = joined([others, one], "a+b")[0]  # is the full run again
+    for name in ("total/soft", "accuracy/regression", "word/accuracy"):
+        assert whole["metrics"][name]["pcc"] == pytest.approx(report["metrics"][name]["pcc"], abs=2e-3), name
+    assert whole["responses"] == len(responses) and len(whole["bands"]["total/soft"]) == 4
+    with pytest.raises(SystemExit, match="share folds"):
+        report_main([f"{out}+{part}"])
 
     grader = Grader.load(out / "fold0")
     audio = load_audio(responses[0].audio)
