@@ -80,7 +80,8 @@ PERTURBATIONS: dict[str, Callable] = {
 
 # ---------------------------------------------------------------- grading and the report
 
-RECORDING_FLAGS = {"noisy": "noisy_recording", "narrowband": "narrowband_recording"}  # grader/review.py's codes
+RECORDING_FLAGS = {"noisy": "noisy_recording", "narrowband": "narrowband_recording",
+                   "reverberant": "reverberant_recording"}  # grader/review.py's codes
 
 
 def flagged(codes: list[set[str]]) -> dict:
@@ -110,7 +111,8 @@ def judge(name: str, row: dict) -> dict | None:
 
 def table(rows: dict) -> str:
     lines = ["| perturbation | mean change of the total | answers moving by more than 0.5 | max change | target | "
-             "moved, no review reason | flagged noisy | flagged narrowband |", "|---|---|---|---|---|---|---|---|"]
+             "moved, no review reason | " + " | ".join(f"flagged {f}" for f in RECORDING_FLAGS) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(RECORDING_FLAGS)]
     for name, r in rows.items():
         target = r.get("target")
         goal = ""
@@ -118,8 +120,8 @@ def table(rows: dict) -> str:
             mean = f", mean within ±{target['mean_abs']}" if "mean_abs" in target else ""
             goal = f"{'met' if target['met'] else '**not met**'} (≤ {target['moved']:.0%}{mean})"
         lines.append(f"| {name} | {r['mean_change']:+.2f} | {r['moved_over_0_5']:.1%} | {r['max_abs_change']:.2f} | "
-                     f"{goal} | {r['moved_unreviewed']:.1%} | {r['flagged_noisy']:.1%} | "
-                     f"{r['flagged_narrowband']:.1%} |")
+                     f"{goal} | {r['moved_unreviewed']:.1%} | "
+                     + " | ".join(f"{r[f'flagged_{f}']:.1%}" for f in RECORDING_FLAGS) + " |")
     return "\n".join(lines)
 
 
@@ -169,8 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
             rows[name]["target"] = judge(name, rows[name])
             print(f"{name:24s} mean change {rows[name]['mean_change']:+.3f}, moved > 0.5: "
                   f"{rows[name]['moved_over_0_5']:.1%}, of them with no review reason: "
-                  f"{rows[name]['moved_unreviewed']:.1%}; flagged noisy: {rows[name]['flagged_noisy']:.1%}, "
-                  f"narrowband: {rows[name]['flagged_narrowband']:.1%}", flush=True)
+                  f"{rows[name]['moved_unreviewed']:.1%}; flagged "
+                  + ", ".join(f"{f}: {rows[name][f'flagged_{f}']:.1%}" for f in RECORDING_FLAGS), flush=True)
     results = {
         "benchmark": "robustness", "options": asdict(opts), "checkpoint": grader.checkpoint_id,
         "clips": len(responses), "speakers": len({r.speaker for r in responses}),

@@ -159,6 +159,7 @@ def test_a_noisy_narrowband_or_reverberant_recording_is_flagged_at_every_door(co
     predict_main([str(tmp_path / "changed.wav"), "--text", texts[0]])
     printed = json.loads(capsys.readouterr().out)
     assert {"code": code, "text": reason.text} in printed["review"]
+    assert printed["channel"]["reverberant"] == (code == "reverberant_recording")
 
 
 def test_an_open_answer_is_not_checked(shipped, speech_clip):
