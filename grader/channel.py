@@ -14,6 +14,7 @@ stored with it, in the checkpoint's `channel.json`:
 
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,15 @@ class ChannelProbe:
     room_threshold: float
     report: dict = field(default_factory=dict)  # out-of-fold rates, data, and the command's options
 
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        """The fields as arrays, made once (the file holds lists; every grade reads them)."""
+        return tuple(np.asarray(x) for x in (self.mean, self.scale, self.coef, self.intercept))
+
     def probabilities(self, features: np.ndarray) -> np.ndarray:
         """(rows, features) of `pooled` states -> (rows, classes)."""
-        x = (features - np.asarray(self.mean)) / np.asarray(self.scale)
-        logits = x @ np.asarray(self.coef).T + np.asarray(self.intercept)
+        mean, scale, coef, intercept = self._arrays
+        logits = ((features - mean) / scale) @ coef.T + intercept
         p = np.exp(logits - logits.max(1, keepdims=True))
         return p / p.sum(1, keepdims=True)
 

@@ -262,7 +262,8 @@ class Grader:
         reference_s = (time.perf_counter() - start) / len(scorable)
         for k, i in enumerate(scorable):
             a = out[i]
-            a.prediction, a.reference, a.reference_text, a.channel = predictions[k], matches.get(k), texts[i], channels[k]
+            a.prediction, a.reference, a.reference_text = predictions[k], matches.get(k), texts[i]
+            a.channel = channels[k]
             a.review = review_reasons(a.prediction, a.reference, a.gate.measures, a.channel)
             a.timings |= {"model": model_s, "reference": reference_s}
         return out

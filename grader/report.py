@@ -372,8 +372,8 @@ def main(argv: list[str] | None = None) -> None:
         args = args[:at] + args[at + 2:]
     runs = [a for a in args if a not in ("--detail", "--review", "--ensemble")]
     if not runs:
-        raise SystemExit("usage: python -m grader.report RUN_DIR [RUN_DIR ...] [--detail]  (runs of grader.train --folds; "
-                         "RUN_A+RUN_B joins runs of disjoint folds)")
+        raise SystemExit("usage: python -m grader.report RUN_DIR [RUN_DIR ...] [--detail]  (runs of grader.train "
+                         "--folds; RUN_A+RUN_B joins runs of disjoint folds)")
     loaded = []  # (report, out-of-fold rows, word rows) per run
     for run in runs:
         parts = []  # a run, or A+B: runs of disjoint folds of one split, joined

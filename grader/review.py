@@ -42,7 +42,8 @@ class ReviewRule:
 
 @dataclass(frozen=True)
 class Review:
-    code: str  # low_score, heads_disagree, reference_mismatch, noisy_recording, narrowband_recording, reverberant_recording
+    # low_score, heads_disagree, reference_mismatch, noisy_recording, narrowband_recording, reverberant_recording
+    code: str
     text: str
 
     def to_dict(self) -> dict:

@@ -70,3 +70,24 @@ def test_a_reading_over_the_threshold_is_a_review_reason(shipped, speech_clip):
     assert "reverberant_recording" in [r.code for r in review_reasons(prediction, channel=over)]
     assert "reverberant_recording" not in [r.code for r in review_reasons(prediction, channel=under)]
     assert over.to_dict() == {"probabilities": probabilities, "room_threshold": 0.85, "reverberant": True}
+
+
+def test_the_command_fits_a_checkpoints_probe_that_grading_then_reads(tiny_checkpoint, small_manifest, tmp_path):
+    """`python -m grader.channel CKPT --manifest`: training's views of the 36 bundled clips (encoded and cached on
+    the way), a threshold chosen out of fold by speaker, `channel.json` in the checkpoint; `Grader.load` then reads
+    every scorable answer with it."""
+    import shutil
+
+    from grader.channel import main as channel_main
+
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(tiny_checkpoint, checkpoint)
+    probe = channel_main([str(checkpoint), "--manifest", str(small_manifest), "--folds", "3",
+                          "--max-false-alarm", "0.2", "--cache-dir", str(tmp_path / "cache")])
+    assert probe.report["clips"] == 36 and probe.report["rows"] == 36 * len(CLASSES)
+    assert 0.5 <= probe.room_threshold <= 0.99 and probe.report["out_of_fold"]["flagged"]["clean"] <= 0.2
+    assert ChannelProbe.load(checkpoint) == probe
+    grader = Grader.load(checkpoint, device="cpu")
+    a = grader.assess(small_manifest.parent / "audio" / "000010011.flac")
+    assert a.channel is not None and a.channel.room_threshold == probe.room_threshold
+    assert a.to_dict()["channel"]["reverberant"] == a.channel.reverberant
