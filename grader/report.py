@@ -227,7 +227,8 @@ def joined(parts: list[tuple[dict, list, list]], name: str) -> tuple[dict, list,
     report = parts[0][0]
     rows, words = [r for _, x, _ in parts for r in x], [w for _, _, x in parts for w in x]
     figures = oof_figures(report, rows, words, decodings(report["training"]["model"]["objective"]))
-    return report | figures | {"run": name}, rows, words
+    ran = sorted(seen) if len(seen) < report["folds"] else []  # every fold joined: a whole run
+    return report | figures | {"run": name, "training": report["training"] | {"run_folds": ran}}, rows, words
 
 
 def ensemble(runs: list[tuple[dict, list, list]]) -> tuple[dict, list, list]:

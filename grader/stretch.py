@@ -14,8 +14,8 @@ class the hard one.
     python -m grader.stretch CHECKPOINT RUN [RUN ...] [--strength 0.5]
 
 fits the map of every aspect on the RUNs' mean out-of-fold predictions (runs of `grader.train --folds`, the
-recipes of CHECKPOINT's members, so the map is fitted on speakers the models never heard) and writes it into
-CHECKPOINT's grader.json, which `Grader.load` applies.
+recipes of CHECKPOINT's members, so the map is fitted on speakers the models never heard; `A+B` joins runs of
+disjoint folds, as `grader.report` does) and writes it into CHECKPOINT's grader.json, which `Grader.load` applies.
 """
 
 import json
@@ -94,7 +94,8 @@ def write_stretch(checkpoint: str | Path, runs: list[str | Path], strength: floa
 
     path = Path(checkpoint) / "grader.json"
     info = json.loads(path.read_text())
-    tables = [{r["utt_id"]: r for r in read_oof(Path(run))} for run in runs]
+    parts = [str(run).split("+") for run in runs]
+    tables = [{r["utt_id"]: r for part in run for r in read_oof(Path(part))} for run in parts]
     if not tables[0] or any(t.keys() != tables[0].keys() for t in tables):
         raise ValueError("the runs must be finished `grader.train --folds` runs over the same responses")
     aspects = [c[: -len("_soft")] for c in next(iter(tables[0].values())) if c.endswith("_soft")]
@@ -104,7 +105,7 @@ def write_stretch(checkpoint: str | Path, runs: list[str | Path], strength: floa
         predicted = np.mean([[float(t[u][f"{a}_soft"]) for u in utts] for t in tables], axis=0)
         fitted[a] = asdict(fit_stretch(predicted, [float(tables[0][u][a]) for u in utts], strength))
     unstretched = info.get("stretch", {}).get("of", info.get("checkpoint_id", Path(checkpoint).name))
-    info["stretch"] = {"strength": strength, "fitted_on": [Path(run).name for run in runs],
+    info["stretch"] = {"strength": strength, "fitted_on": ["+".join(Path(p).name for p in run) for run in parts],
                        "responses": len(utts), "of": unstretched, "aspects": fitted}
     info["checkpoint_id"] = f"{unstretched}-stretch{strength:g}"  # stored with every grade: its scores differ
     path.write_text(json.dumps(info, indent=2))

@@ -130,6 +130,7 @@ def test_crossval_with_word_heads_writes_out_of_fold_predictions(tiny_whisper, s
     for name in ("total/soft", "accuracy/regression", "word/accuracy"):
         assert whole["metrics"][name]["pcc"] == pytest.approx(report["metrics"][name]["pcc"], abs=2e-3), name
     assert whole["responses"] == len(responses) and len(whole["bands"]["total/soft"]) == 4
+    assert whole["training"]["run_folds"] == [] and joined([one], "b")[0]["training"]["run_folds"] == [1]
     with pytest.raises(SystemExit, match="share folds"):
         report_main([f"{out}+{part}"])
 

@@ -89,6 +89,18 @@ def test_a_stretched_checkpoint_grades_real_speech_further_from_the_middle(tmp_p
     stretch_main([str(checkpoint), str(run), "--strength", "0.5"])  # fitted afresh, not stretched twice
     assert Grader.load(checkpoint, device="cpu").checkpoint_id == f"{plain.checkpoint_id}-stretch0.5"
     stretch_main([str(checkpoint), str(run), "--strength", "1"])
+    rows = (run / "oof.tsv").read_text().splitlines()
+    halves = [tmp_path / "cv-a", tmp_path / "cv-b"]  # the same rows as two runs of disjoint folds, joined by "+"
+    for k, half in enumerate(halves):
+        half.mkdir()
+        (half / "oof.tsv").write_text("\n".join([rows[0], *rows[1 + k::2]]) + "\n")
+    joined = tmp_path / "joined"
+    shutil.copytree(checkpoint, joined)
+    stretch_main([str(joined), f"{halves[0]}+{halves[1]}", "--strength", "1"])
+    fitted = [json.loads((c / "grader.json").read_text())["stretch"] for c in (checkpoint, joined)]
+    assert fitted[1]["fitted_on"] == ["cv-a+cv-b"] and fitted[1]["responses"] == len(labels)
+    for aspect, fit in fitted[0]["aspects"].items():
+        assert fitted[1]["aspects"][aspect] == pytest.approx(fit)
     after = stretched.assess_batch(paths, texts)
     assert after[0].to_dict()["stretch"] == 1 and "stretch" not in before[0].to_dict()
     for b, a in zip(before, after):
