@@ -1,7 +1,7 @@
 """The recording review reasons (grader/review.py: `noisy_recording`, `narrowband_recording`,
 `reverberant_recording`) on real speech. The first two: each threshold on its gate measure (grader/audio/gate.py:
-`snr_db`, how far the speech stands above the background; `high_band_db`, how much of it reaches above a telephone line's band) chosen on some speakers, its hit and
-false-alarm rates measured on others.
+`snr_db`, how far the speech stands above the background; `high_band_db`, how much of it reaches above a telephone
+line's band) chosen on some speakers, its hit and false-alarm rates measured on others.
 
 Threshold: on `--choose-clips` clips of the speakers outside the measured ones, the highest whole dB that flags at
 most the flag's share of the clean clips (a false flag costs an examiner a listen; a missed one is what the grade's

@@ -260,7 +260,8 @@ def main(argv: list[str] | None = None) -> dict:
         base, info = build_base(opts, device, folder)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
         print(f"{'tiny' if opts.tiny else 'full'} Qwen2-Audio: {info['parameters'] / 1e9:.3f} B parameters on {name}, "
-              f"{opts.dtype}, {info['attn_implementation']}; built in {info['build_s']} s; weights {peak_gib(device)} GiB")
+              f"{opts.dtype}, {info['attn_implementation']}; built in {info['build_s']} s; "
+              f"weights {peak_gib(device)} GiB")
         batches = [int(b) for b in opts.batches.split(",")]
         runs = {}  # by head type: grading per batch size, the LoRA step, trainable parameters
         for head in opts.heads.split(","):

@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     results = {
         "benchmark": "grading", "options": {k: v for k, v in asdict(opts).items() if k not in ("variant", "workdir")},
         "checkpoint": {"path": str(opts.checkpoint), "id": info.get("checkpoint_id"), "model": info.get("model"),
-                       "members": {m: read_checkpoint_info(Path(checkpoint) / m)["model"] for m in info.get("members", [])}},
+                       "members": {m: read_checkpoint_info(Path(checkpoint) / m)["model"]
+                                   for m in info.get("members", [])}},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "usable_cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
                     "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -12,7 +12,6 @@ clip of the dev speakers, with the thresholds grader/reference.py holds.
     .venv/bin/python benchmarks/bench_reference.py --checkpoint DIR --choose-clips 300
 """
 
-import json
 import os
 import sys
 import time

@@ -36,7 +36,8 @@ class TrainingBench:
 
     manifest: str = field(default="../shared/data/speechocean762-train/labels.tsv", metadata={
         "help": "a scored manifest, relative to the repo or absolute"})
-    model: str = field(default="tiny.en", metadata={"help": "Whisper weights (alias, folder or hub id); tiny.en is the shipped grader's"})
+    model: str = field(default="tiny.en", metadata={
+        "help": "Whisper weights (alias, folder or hub id); tiny.en is the shipped grader's"})
     target: str = "total,accuracy,fluency,prosodic"
     objective: str = "fa+reg"
     lora_rank: int = 8

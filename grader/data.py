@@ -133,7 +133,8 @@ def read_rater_means(path: str | Path, targets: list[str]) -> dict[str, dict[str
             for utt_id, group in by_response.items()}
 
 
-def split_by_speaker(responses: list[Response], dev_speakers: int, seed: int = 0) -> tuple[list[Response], list[Response]]:
+def split_by_speaker(responses: list[Response], dev_speakers: int,
+                     seed: int = 0) -> tuple[list[Response], list[Response]]:
     """Hold out whole speakers, so dev figures measure unseen voices."""
     speakers = sorted({r.speaker or r.utt_id for r in responses})
     if not 0 < dev_speakers < len(speakers):

@@ -80,7 +80,8 @@ def evaluate(options: EvaluateOptions) -> dict:
         for decoding in ("regression", "soft", "hard"):
             for group, rows in groups.items():
                 predicted = [getattr(predictions[i].scores[aspect], decoding) for i in rows]
-                results[f"{aspect}/{decoding}/{group}"] = score_metrics(predicted, [responses[i].scores[aspect] for i in rows])
+                human = [responses[i].scores[aspect] for i in rows]
+                results[f"{aspect}/{decoding}/{group}"] = score_metrics(predicted, human)
     return {**results[f"{aspects[0]}/{options.decoding}/all"], "checkpoint": grader.checkpoint_id,
             "manifest": str(options.manifest), "headline": f"{aspects[0]}/{options.decoding}", "all": results,
             "refused": refused,
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     if not options.manifest:
         raise SystemExit("--manifest is required")
     report = evaluate(options)
-    print(f"{'aspect/decoding/group':40s} {'n':>5s} {'rmse':>6s} {'pcc':>6s} {'src':>6s} {'krc':>6s} {'≤0.5%':>6s} {'≤1.0%':>6s}")
+    print(f"{'aspect/decoding/group':40s} {'n':>5s} {'rmse':>6s} {'pcc':>6s} {'src':>6s} {'krc':>6s} "
+          f"{'≤0.5%':>6s} {'≤1.0%':>6s}")
     for name, m in report["all"].items():
         print(f"{name:40s} {m['n']:5d} {m['rmse']:6.3f} {m['pcc']:6.3f} {m['src']:6.3f} {m['krc']:6.3f} "
               f"{m['within_0_5']:6.1f} {m['within_1_0']:6.1f}")

@@ -91,7 +91,8 @@ DESCRIPTORS = {
 }
 ASPECT_NAMES = {"total": "the candidate's overall speaking proficiency", "accuracy": "the pronunciation accuracy",
                 "fluency": "the fluency (pauses, hesitations, speed)",
-                "prosodic": "the prosody (intonation, stress and rhythm)", "completeness": "how much of the text was read"}
+                "prosodic": "the prosody (intonation, stress and rhythm)",
+                "completeness": "how much of the text was read"}
 
 
 def answer_prompt(scale: ScoreScale, aspects: list[str]) -> AnswerPrompt:
@@ -334,7 +335,8 @@ class GraderModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file(self.trained_state(), folder / "weights.safetensors")
-        info = {"format": CHECKPOINT_FORMAT, "model": asdict(self.config), "scale_spec": self.scale.to_dict(), **metadata}
+        info = {"format": CHECKPOINT_FORMAT, "model": asdict(self.config), "scale_spec": self.scale.to_dict(),
+                **metadata}
         (folder / "grader.json").write_text(json.dumps(info, indent=2))
 
     @classmethod

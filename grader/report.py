@@ -152,7 +152,8 @@ def write_crossval(config, responses: list[Response], fold_of: list[int], oof: l
     if stacked.words is not None:
         with open(out / "oof_words.tsv", "w", newline="") as f:
             w = csv.writer(f, delimiter="\t", lineterminator="\n")
-            w.writerow(["utt_id", "fold", "word_index", "word", *word_aspects, *[f"{a}_predicted" for a in word_aspects]])
+            w.writerow(["utt_id", "fold", "word_index", "word", *word_aspects,
+                        *[f"{a}_predicted" for a in word_aspects]])
             for i, r in enumerate(responses):
                 if words[i] is None or stacked.words[i] is None:
                     continue
@@ -305,7 +306,8 @@ def detail_tables(report: dict) -> str:
     ran = report["training"].get("run_folds")
     lines = [f"Out of fold: {report['responses']} responses, {report['speakers']} speakers, {report['folds']} folds "
              f"by speaker{f' (folds {ran} run)' if ran else ''} (`{report['run']}`).", "",
-             "| aspect | decoding | PCC | per-fold PCC (mean ± sd) | SRC | RMSE | ≤0.5 % | ≤1.0 % |", "|---|---|---|---|---|---|---|---|"]
+             "| aspect | decoding | PCC | per-fold PCC (mean ± sd) | SRC | RMSE | ≤0.5 % | ≤1.0 % |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, m in report["metrics"].items():
         if name.startswith("word/"):
             continue
@@ -323,7 +325,8 @@ def detail_tables(report: dict) -> str:
     words = {k: m for k, m in report["metrics"].items() if k.startswith("word/")}
     if words:
         lines += ["", "Word level (every scored reference word, out of fold):", "",
-                  "| word aspect | n words | PCC | per-fold PCC (mean ± sd) | SRC | RMSE |", "|---|---|---|---|---|---|"]
+                  "| word aspect | n words | PCC | per-fold PCC (mean ± sd) | SRC | RMSE |",
+                  "|---|---|---|---|---|---|"]
         for name, m in words.items():
             s = report["spread"].get(name, {})
             lines.append(f"| {name[5:]} | {m['n']} | {_f(m['pcc'])} | {_f(s.get('mean'))} ± {_f(s.get('sd'))} | "

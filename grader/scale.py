@@ -72,7 +72,8 @@ class ScoreScale:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ScoreScale":
-        return cls(d["name"], d["min"], d["max"], d["step"], tuple((float(s), str(l)) for s, l in d.get("cefr", [])))
+        cefr = tuple((float(s), str(label)) for s, label in d.get("cefr", []))
+        return cls(d["name"], d["min"], d["max"], d["step"], cefr)
 
 
 SCALES: dict[str, ScoreScale] = {

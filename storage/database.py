@@ -93,7 +93,7 @@ class Database:
         if path and not path.exists():
             if queue and (waiting := len(queue.read())):
                 raise DatabaseUnavailable(
-                    f"restore it from a backup before starting, or move the outbox away to start an empty database",
+                    "restore it from a backup before starting, or move the outbox away to start an empty database",
                     detail=f"there is no database at {path}, but the outbox {queue.path} holds {waiting} override(s) "
                            "made for it")
             log.info("no database at %s: creating a new one", path)
@@ -453,7 +453,8 @@ class Database:
             return {}
         with self._session() as session:
             by_grade = marks_by_grade(session, [Grade.id.in_(grade_ids)])
-            return {row.grade_id: marking_of(row.scale_name, row.response_id, row, by_grade.get(row.grade_id, [])).final()
+            return {row.grade_id: marking_of(row.scale_name, row.response_id, row,
+                                             by_grade.get(row.grade_id, [])).final()
                     for row in session.execute(MARKING_GRADES.where(Grade.id.in_(grade_ids)))}
 
     def history(self, *, examiner: str | None = None, part: str | None = None, candidate: str | None = None,

@@ -13,7 +13,8 @@ from .models import Grade, Override, Response
 # The evidence's key figures as columns, and all of it as JSON in the last column.
 EVIDENCE_MEASURES = ["speech_rate_wpm", "speech_rate_sps", "articulation_rate_sps", "pauses", "mean_pause_s",
                      "longest_pause_s", "phonation_ratio"]
-HISTORY_COLUMNS = ["graded_at", "response_id", "session_id", "candidate_id", "file_name", "part", "prompt_text", "duration_s", "audio_sha256",
+HISTORY_COLUMNS = ["graded_at", "response_id", "session_id", "candidate_id", "file_name", "part", "prompt_text",
+                   "duration_s", "audio_sha256",
                    "grade_id", "checkpoint_id", "scale_name", "headline", "regression", "soft", "hard", "scorable",
                    "gate_reason", "latency_s", "override_id", "examiner", "final_score", "agreement", "reason_code",
                    "comment", "overridden_at", "transcript", *EVIDENCE_MEASURES, "evidence"]

@@ -137,7 +137,8 @@ def tiny_checkpoint(tiny_whisper, small_manifest, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("checkpoint") / "tiny"
     train_main(["--manifest", str(small_manifest), "--model", tiny_whisper, "--dev-speakers", "3", "--epochs", "1",
-                "--batch-size", "8", "--target", "total,accuracy,fluency,prosodic", "--cache-dir", "", "--out", str(out)])
+                "--batch-size", "8", "--target", "total,accuracy,fluency,prosodic", "--cache-dir", "",
+                "--out", str(out)])
     return out
 
 
@@ -161,7 +162,8 @@ def launch_app(checkpoint: Path, folder: Path, *args: str, env: dict[str, str] |
         port = s.getsockname()[1]
     (folder / "tmp").mkdir(parents=True, exist_ok=True)
     base = {k: v for k, v in os.environ.items() if k != "GRADER_AUTH"}
-    env = base | {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "TMPDIR": str(folder / "tmp")} | (env or {})
+    env = base | {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
+                  "TMPDIR": str(folder / "tmp")} | (env or {})
     app = RunningApp(f"http://127.0.0.1:{port}/", folder / "grades.db", None, folder)  # type: ignore[arg-type]
     with open(folder / "app.log", "w") as log:
         app.process = subprocess.Popen(

@@ -92,7 +92,8 @@ def test_vad_hears_a_childs_quiet_voice(speechocean_clips):
     from grader.audio.vad import _silero, at_typical_level
 
     audio = load_audio(speechocean_clips / "audio" / "021790112.flac")
-    stock = get_speech_timestamps_from_probs(_silero().audio_forward(at_typical_level(audio), sampling_rate=SAMPLE_RATE),
+    probs = _silero().audio_forward(at_typical_level(audio), sampling_rate=SAMPLE_RATE)
+    stock = get_speech_timestamps_from_probs(probs,
                                              speech_pad_ms=0, min_silence_duration_ms=100,
                                              audio_length_samples=len(audio))
     assert sum(s["end"] - s["start"] for s in stock) / SAMPLE_RATE < 0.5

@@ -36,7 +36,8 @@ def test_augmentations_are_deterministic_and_keep_the_answer(speech_clip):
         assert not np.array_equal(once[: len(clean)], clean)
     with pytest.raises(ValueError, match="channel must be one of"):
         augment(clean, np.random.default_rng(0), "underwater")
-    assert not np.array_equal(augment(clean, np.random.default_rng([0, 1])), augment(clean, np.random.default_rng([1, 1])))
+    assert not np.array_equal(augment(clean, np.random.default_rng([0, 1])),
+                              augment(clean, np.random.default_rng([1, 1])))
 
 
 def test_the_trim_removes_added_room_tone(speech_clip):

@@ -5,7 +5,6 @@ file."""
 
 import csv
 import dataclasses
-import html
 import json
 import re
 

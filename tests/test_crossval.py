@@ -54,7 +54,8 @@ def test_word_spans_align_to_the_scored_words(tiny_whisper, speechocean_clips):
         target = word_targets([responses[utt_id]], words, ["accuracy", "total"])[0]
         assert target.shape == (len(text.split()), 2)
         assert target[:, 0].tolist() == words[utt_id].scores["accuracy"]
-    rows = [r for r in csv.DictReader(open(speechocean_clips / "words.tsv"), delimiter="\t") if r["utt_id"] == "000010011"]
+    rows = [r for r in csv.DictReader(open(speechocean_clips / "words.tsv"), delimiter="\t")
+            if r["utt_id"] == "000010011"]
     assert [r["word"] for r in rows] == responses["000010011"].text.split() == ["WE", "CALL", "IT", "BEAR"]
     # the word heads give one row per word of a real clip, for its own text only
     audio = model.backbone.encode(model.backbone.features([load_audio(responses["000010011"].audio)] * 2))
@@ -119,7 +120,8 @@ def test_crossval_with_word_heads_writes_out_of_fold_predictions(tiny_whisper, s
 
     part = tmp_path / "cv-part"  # one fold of the same split: the same held-out speakers, the same predictions
     train_main(["--manifest", str(small_manifest), "--model", tiny_whisper, "--folds", "3", "--run-folds", "1",
-                "--epochs", "1", "--batch-size", "8", "--target", "total,accuracy", "--cache-dir", str(tmp_path / "cache"),
+                "--epochs", "1", "--batch-size", "8", "--target", "total,accuracy",
+                "--cache-dir", str(tmp_path / "cache"),
                 "--word-scores", str(speechocean_clips / "words.tsv"), "--word-target", "accuracy,total",
                 "--reweight", "0.5", "--out", str(part)])
     part_rows = list(csv.DictReader(open(part / "oof.tsv"), delimiter="\t"))

@@ -193,7 +193,8 @@ def test_evidence_is_stored_listed_and_exported_with_its_grade(grader, speechoce
         graded = cb.grade_file(services, path, "cand-9", "read aloud", "IT'S JUST SO HARD TO PICTURE")
         found = cb.evidence_for(services, graded)
         stored = db.grade(graded.grade_id)
-        assert stored["evidence"] == found.evidence and stored["regression"] == graded.prediction.scores["total"].regression
+        assert stored["evidence"] == found.evidence
+        assert stored["regression"] == graded.prediction.scores["total"].regression
 
         [row] = cb.history_rows(services)
         assert row[-1] == "It's just so hard to picture." and row[cb.HISTORY_COLUMNS.index("words/min")] == round(

@@ -65,7 +65,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(backbone, tiny_whisper,
 
 def test_bf16_and_checkpointing_flags_train(tiny_whisper, small_manifest, tmp_path):
     out = tmp_path / "bf16"
-    train_main(["--manifest", str(small_manifest), "--model", tiny_whisper, "--dtype", "bfloat16", "--precision", "bf16",
+    train_main(["--manifest", str(small_manifest), "--model", tiny_whisper, "--dtype", "bfloat16",
+                "--precision", "bf16",
                 "--gradient-checkpointing", "--head", "tokens", "--dev-speakers", "3", "--epochs", "1",
                 "--batch-size", "8", "--cache-dir", "", "--out", str(out)])
     weights = load_file(out / "weights.safetensors")

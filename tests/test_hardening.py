@@ -630,7 +630,8 @@ def test_row16_an_mp4_whose_video_outlasts_its_audio_is_graded(tmp_path, speech)
 def test_row16_a_limit_is_never_rounded_onto_the_duration_it_refuses(tmp_path, speech):
     path = tmp_path / "long.flac"
     sf.write(path, np.tile(speech, 50)[: int(120.1 * SAMPLE_RATE)], SAMPLE_RATE)
-    with pytest.raises(AudioError, match=r'^"long\.flac" lasts 2 min 0\.1 s; the limit is 2 min, so it is 0\.1 s too long\.$'):
+    too_long = r'^"long\.flac" lasts 2 min 0\.1 s; the limit is 2 min, so it is 0\.1 s too long\.$'
+    with pytest.raises(AudioError, match=too_long):
         load_audio(path)
 
 

@@ -67,7 +67,8 @@ def qwen_reference(model: GraderModel, audio, text: str, question: str) -> torch
         return embed(torch.tensor(backbone.tokenizer.encode(s, add_special_tokens=False)))
 
     sequence = torch.cat([
-        embedded("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nAudio 1: <|audio_bos|>"),
+        embedded("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                 "<|im_start|>user\nAudio 1: <|audio_bos|>"),
         audio.unbatch()[0],
         embedded(f'<|audio_eos|>\n{instruction}\nThe candidate was asked to read: "{text}"\n{question}<|im_end|>\n'
                  "<|im_start|>assistant\n")])

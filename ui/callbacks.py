@@ -453,8 +453,8 @@ def sweep(services: Services, max_age_s: float = SCRATCH_AGE_S) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 # Few enough to fit 1280 px without scrolling sideways; the CSV export has every stored column.
-HISTORY_COLUMNS = ["graded (UTC)", "grade", "candidate (or file)", "task part", "status", "model score", "CEFR", "final score",
-                   "examiner", "agreement", "words/min", "transcript"]
+HISTORY_COLUMNS = ["graded (UTC)", "grade", "candidate (or file)", "task part", "status", "model score", "CEFR",
+                   "final score", "examiner", "agreement", "words/min", "transcript"]
 
 
 def session_id(value: int | str | None) -> int | None:
@@ -774,7 +774,8 @@ def grade_rows(services: Services, items: list[Item], chunk: int = 16, session_i
 
 
 def grade_many(services: Services, items: list[Item],
-               progress: Callable[[float, str], None] = lambda fraction, desc: None) -> tuple[list[str], list[list], str]:
+               progress: Callable[[float, str], None] = lambda fraction, desc: None
+               ) -> tuple[list[str], list[list], str]:
     """grade_rows to the end: the result table and its CSV."""
     header, rows = BATCH_COLUMNS, []
     for header, rows in grade_rows(services, items):

@@ -39,10 +39,12 @@ def result_card(graded) -> str:
             "the chart shows all of it).")
     review = ""
     if graded.review:
-        items = "".join(f'<li class="{html.escape(r.code)}">{html.escape(_sentence(r.text))}</li>' for r in graded.review)
+        items = "".join(f'<li class="{html.escape(r.code)}">{html.escape(_sentence(r.text))}</li>'
+                        for r in graded.review)
         review = f'<div class="review"><strong>Review recommended</strong><ul>{items}</ul></div>'
     if p.uncalibrated:
-        review += f'<div class="review"><strong>Uncalibrated</strong><p>{html.escape(_sentence(ZERO_SHOT_NOTE))}.</p></div>'
+        note = html.escape(_sentence(ZERO_SHOT_NOTE))
+        review += f'<div class="review"><strong>Uncalibrated</strong><p>{note}.</p></div>'
     others = "".join(f'<tr><th scope="row">{html.escape(a)}</th><td>{s.soft:.1f}</td></tr>'
                      for a, s in p.scores.items() if a != p.headline)
     aspects = (f'<table class="aspects"><tr><th scope="col">aspect</th><th scope="col">expected score</th></tr>'
@@ -169,7 +171,8 @@ def _word_chip(w: dict) -> str:
     figures = ", ".join(f"{k} {v:.1f}" for k, v in w.items() if k != "word" and isinstance(v, int | float))
     cls = next(c for limit, c, _ in WORD_BANDS if score is not None and score < limit) if score is not None else ""
     label = html.escape(f'{w["word"]}: {figures} (of 10)')
-    return f'<span class="wscore {cls}" title="{label}" aria-label="{label}" tabindex="0">{html.escape(w["word"])}</span>'
+    word = html.escape(w["word"])
+    return f'<span class="wscore {cls}" title="{label}" aria-label="{label}" tabindex="0">{word}</span>'
 
 
 OP_LABELS = {"correct": "read as written", "substituted": "heard as another word", "omitted": "left out",

@@ -32,7 +32,8 @@ def distribution_figure(score: AspectScore, scale: ScoreScale, aspect: str = "to
                                  line=dict(color=color, width=3, dash=dash),
                                  hovertemplate=f"{name} score {value:.2f}<extra></extra>"))
     fig.update_layout(title=dict(text=f"{aspect.capitalize()}: class distribution", x=0.02),
-                      xaxis=dict(title=f"score ({scale.name} scale)", range=[scale.min - scale.step, scale.max + scale.step],
+                      xaxis=dict(title=f"score ({scale.name} scale)",
+                                 range=[scale.min - scale.step, scale.max + scale.step],
                                  tickvals=values),
                       yaxis=dict(title="probability", tickformat=".0%", range=[0, top]),
                       legend=dict(orientation="h", y=-0.25), bargap=0.1, height=340,

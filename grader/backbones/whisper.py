@@ -35,7 +35,8 @@ class WhisperBackbone(Backbone):
         self.config = config
         source = resolve_whisper(config.model)
         self.processor = WhisperProcessor.from_pretrained(source)
-        self.model = WhisperForConditionalGeneration.from_pretrained(source, dtype=self.dtype, attn_implementation="sdpa")
+        self.model = WhisperForConditionalGeneration.from_pretrained(source, dtype=self.dtype,
+                                                                     attn_implementation="sdpa")
         self.model.requires_grad_(False)
         self.audio_encoder = self.model.model.encoder
         d_model = self.model.config.d_model

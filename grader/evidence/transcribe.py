@@ -118,7 +118,8 @@ def _digit_tokens(whisper: WhisperBackbone) -> torch.Tensor:
     return torch.tensor([i < end and any(c.isdigit() for c in t) for i, t in enumerate(whisper.token_texts)])
 
 
-def _window_words(backbone: WhisperBackbone, audio: np.ndarray, offset: float, options: TranscribeOptions) -> list[Word]:
+def _window_words(backbone: WhisperBackbone, audio: np.ndarray, offset: float,
+                  options: TranscribeOptions) -> list[Word]:
     """Greedy decoding of one window (≤ 30 s), with token timestamps and probabilities, grouped into words. A
     transcript that compresses too well (openai/whisper's test) or repeats itself is Whisper looping: it is decoded
     again with no word sequence allowed twice."""

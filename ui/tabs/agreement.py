@@ -37,4 +37,5 @@ def build(services: Services, role) -> None:
         report = cb.agreement(services, h, s, bool(blind_only), which or "all")
         return report.summary, *report.tables.values(), report.drift, report.csvs
 
-    compare.click(show_agreement, [head, session, independent, reference], [summary, *panels, drift, csvs], api_name="agreement")
+    compare.click(show_agreement, [head, session, independent, reference], [summary, *panels, drift, csvs],
+                  api_name="agreement")
