@@ -216,15 +216,26 @@ def restrict(report: dict, rows: list[dict], words: list[dict], folds: set[int])
     return report | figures | {"run": f"{report['run']} (folds {','.join(map(str, sorted(folds)))})"}, rows, words
 
 
+def run_parts(run: str | Path) -> list[Path]:
+    """A run's folders: the run itself, or the parts of `A+B`, runs of disjoint folds of one split to be joined."""
+    return [Path(part) for part in str(run).split("+")]
+
+
+def joined_folds(parts: list[list[dict]], name: str) -> set[int]:
+    """The folds of the parts' out-of-fold rows; parts that share a fold cannot be joined."""
+    seen: set[int] = set()
+    for rows in parts:
+        folds = {int(r["fold"]) for r in rows}
+        if folds & seen:
+            raise ValueError(f"{name}: its parts share folds {sorted(folds & seen)}; join runs of different folds")
+        seen |= folds
+    return seen
+
+
 def joined(parts: list[tuple[dict, list, list]], name: str) -> tuple[dict, list, list]:
     """One run from runs of disjoint folds of the same split (`train --folds K --run-folds 0`, then `--run-folds
     1,2,3,4`, say): their out-of-fold rows together, the figures recomputed over all of them."""
-    seen: set[int] = set()
-    for _, rows, _ in parts:
-        folds = {int(r["fold"]) for r in rows}
-        if folds & seen:
-            raise SystemExit(f"{name}: its parts share folds {sorted(folds & seen)}; join runs of different folds")
-        seen |= folds
+    seen = joined_folds([rows for _, rows, _ in parts], name)
     report = parts[0][0]
     rows, words = [r for _, x, _ in parts for r in x], [w for _, _, x in parts for w in x]
     figures = oof_figures(report, rows, words, decodings(report["training"]["model"]["objective"]))
@@ -380,13 +391,16 @@ def main(argv: list[str] | None = None) -> None:
                          "--folds; RUN_A+RUN_B joins runs of disjoint folds)")
     loaded = []  # (report, out-of-fold rows, word rows) per run
     for run in runs:
-        parts = []  # a run, or A+B: runs of disjoint folds of one split, joined
-        for part in run.split("+"):
-            path = Path(part) / "cv.json"
+        parts = []
+        for part in run_parts(run):
+            path = part / "cv.json"
             if not path.is_file():
                 raise SystemExit(f"{part} has no cv.json: not a finished `grader.train --folds` run")
-            parts.append((json.loads(path.read_text()), read_oof(Path(part)), read_oof(Path(part), "oof_words.tsv")))
-        report, rows, words = joined(parts, run) if len(parts) > 1 else parts[0]
+            parts.append((json.loads(path.read_text()), read_oof(part), read_oof(part, "oof_words.tsv")))
+        try:
+            report, rows, words = joined(parts, run) if len(parts) > 1 else parts[0]
+        except ValueError as e:
+            raise SystemExit(str(e))
         loaded.append(restrict(report, rows, words, folds) if folds else (report, rows, words))
     if mean:
         loaded.append(ensemble(loaded))

@@ -90,12 +90,17 @@ def read_stretches(info: dict, aspects: list[str]) -> list[Stretch] | None:
 
 def write_stretch(checkpoint: str | Path, runs: list[str | Path], strength: float = STRENGTH) -> dict:
     """Fit every aspect's map on the runs' mean out-of-fold predictions (soft) and write it into the checkpoint."""
-    from .report import read_oof
+    from .report import joined_folds, read_oof, run_parts
 
     path = Path(checkpoint) / "grader.json"
     info = json.loads(path.read_text())
-    parts = [str(run).split("+") for run in runs]
-    tables = [{r["utt_id"]: r for part in run for r in read_oof(Path(part))} for run in parts]
+    tables, fitted_on = [], []
+    for run in runs:
+        folders = run_parts(run)
+        rows = [read_oof(folder) for folder in folders]
+        joined_folds(rows, str(run))  # the parts of `A+B` must hold different folds
+        tables.append({r["utt_id"]: r for part in rows for r in part})
+        fitted_on.append("+".join(folder.name for folder in folders))
     if not tables[0] or any(t.keys() != tables[0].keys() for t in tables):
         raise ValueError("the runs must be finished `grader.train --folds` runs over the same responses")
     aspects = [c[: -len("_soft")] for c in next(iter(tables[0].values())) if c.endswith("_soft")]
@@ -105,7 +110,7 @@ def write_stretch(checkpoint: str | Path, runs: list[str | Path], strength: floa
         predicted = np.mean([[float(t[u][f"{a}_soft"]) for u in utts] for t in tables], axis=0)
         fitted[a] = asdict(fit_stretch(predicted, [float(tables[0][u][a]) for u in utts], strength))
     unstretched = info.get("stretch", {}).get("of", info.get("checkpoint_id", Path(checkpoint).name))
-    info["stretch"] = {"strength": strength, "fitted_on": ["+".join(Path(p).name for p in run) for run in parts],
+    info["stretch"] = {"strength": strength, "fitted_on": fitted_on,
                        "responses": len(utts), "of": unstretched, "aspects": fitted}
     info["checkpoint_id"] = f"{unstretched}-stretch{strength:g}"  # stored with every grade: its scores differ
     path.write_text(json.dumps(info, indent=2))

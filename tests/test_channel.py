@@ -2,12 +2,15 @@
 file, and its reading turns into the review reason. Real clips (tests/data/speechocean762), the shipped
 checkpoint's encoder and probe; the corpus-wide figures are benchmarks/bench_channel.py's."""
 
+import shutil
+
 import numpy as np
 import pytest
 
 from grader.audio import load_audio, trim_to_speech
 from grader.augment import noise, reverb, telephone
-from grader.channel import CLASSES, ChannelProbe, ChannelReading, choose_threshold, fit, out_of_fold, pooled
+from grader.channel import CLASSES, ChannelProbe, ChannelReading, choose_threshold, fit, main as channel_main
+from grader.channel import out_of_fold, pooled
 from grader.inference import Grader, encode_audios
 from grader.review import review_reasons
 
@@ -76,10 +79,6 @@ def test_the_command_fits_a_checkpoints_probe_that_grading_then_reads(tiny_check
     """`python -m grader.channel CKPT --manifest`: training's views of the 36 bundled clips (encoded and cached on
     the way), a threshold chosen out of fold by speaker, `channel.json` in the checkpoint; `Grader.load` then reads
     every scorable answer with it."""
-    import shutil
-
-    from grader.channel import main as channel_main
-
     checkpoint = tmp_path / "ckpt"
     shutil.copytree(tiny_checkpoint, checkpoint)
     probe = channel_main([str(checkpoint), "--manifest", str(small_manifest), "--folds", "3",

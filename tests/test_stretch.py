@@ -77,9 +77,9 @@ def test_a_stretched_checkpoint_grades_real_speech_further_from_the_middle(tmp_p
     with open(run / "oof.tsv", "w") as f:  # oof.tsv's columns, as grader.train --folds writes them
         f.write("\t".join(["utt_id", "speaker", "fold", *[f"{a}{s}" for a in aspects for s in
                                                             ("", "_regression", "_soft", "_hard")], "review"]) + "\n")
-        for row, a in zip(labels, before):
+        for i, (row, a) in enumerate(zip(labels, before)):  # two folds, alternate rows
             scores = a.prediction.scores
-            f.write("\t".join([row["utt_id"], row["speaker"], "0", *[str(x) for k in aspects for x in (
+            f.write("\t".join([row["utt_id"], row["speaker"], str(i % 2), *[str(x) for k in aspects for x in (
                 row[k], scores[k].regression, scores[k].soft, scores[k].hard)], ""]) + "\n")
     stretch_main([str(checkpoint), str(run), "--strength", "1"])
     stretched = Grader.load(checkpoint, device="cpu")
@@ -90,7 +90,7 @@ def test_a_stretched_checkpoint_grades_real_speech_further_from_the_middle(tmp_p
     assert Grader.load(checkpoint, device="cpu").checkpoint_id == f"{plain.checkpoint_id}-stretch0.5"
     stretch_main([str(checkpoint), str(run), "--strength", "1"])
     rows = (run / "oof.tsv").read_text().splitlines()
-    halves = [tmp_path / "cv-a", tmp_path / "cv-b"]  # the same rows as two runs of disjoint folds, joined by "+"
+    halves = [tmp_path / "cv-a", tmp_path / "cv-b"]  # the same rows as two runs of one fold each, joined by "+"
     for k, half in enumerate(halves):
         half.mkdir()
         (half / "oof.tsv").write_text("\n".join([rows[0], *rows[1 + k::2]]) + "\n")
@@ -101,6 +101,8 @@ def test_a_stretched_checkpoint_grades_real_speech_further_from_the_middle(tmp_p
     assert fitted[1]["fitted_on"] == ["cv-a+cv-b"] and fitted[1]["responses"] == len(labels)
     for aspect, fit in fitted[0]["aspects"].items():
         assert fitted[1]["aspects"][aspect] == pytest.approx(fit)
+    with pytest.raises(SystemExit, match="share folds"):
+        stretch_main([str(joined), f"{halves[0]}+{halves[0]}"])
     after = stretched.assess_batch(paths, texts)
     assert after[0].to_dict()["stretch"] == 1 and "stretch" not in before[0].to_dict()
     for b, a in zip(before, after):
