@@ -22,7 +22,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.common import load1, resolve, write_results  # noqa: E402
+from benchmarks.common import load1, other_texts, resolve, write_results  # noqa: E402
 from grader.options import parse_options  # noqa: E402
 
 TARGETS = {"hit_rate_min": 0.90, "false_alarm_max": 0.05}
@@ -43,17 +43,6 @@ class ReferenceBench:
     batch_size: int = 16
     threads: int = field(default=0, metadata={"help": "torch threads; 0: usable cores"})
     out: str = field(default="benchmarks/results/reference.json", metadata={"help": "results file ('' : none)"})
-
-
-def other_texts(responses, rng) -> list[str]:
-    """For each response a reference text of another response that reads a different sentence."""
-    texts = [r.text for r in responses]
-    out = []
-    for i, text in enumerate(texts):
-        while (other := texts[rng.integers(len(texts))]) == text:
-            pass
-        out.append(other)
-    return out
 
 
 def gains_of(grader, responses, texts, batch_size) -> list[np.ndarray]:
@@ -142,12 +131,12 @@ def main(argv: list[str] | None = None) -> dict:
     pick = [others_speakers[i] for i in sorted(rng.permutation(len(others_speakers))[: opts.choose_clips])]
     started = load1()
     t0 = time.perf_counter()
-    pick_texts, pick_others = [r.text for r in pick], other_texts(pick, rng)
+    pick_texts, pick_others = [r.text for r in pick], other_texts([r.text for r in pick], rng)
     chosen = choose(gains_of(grader, pick, pick_texts, opts.batch_size),
                     gains_of(grader, pick, pick_others, opts.batch_size), opts.min_hits)
     print(f"chosen on {len(pick)} clips of {len({r.speaker for r in pick})} other speakers: {chosen['chosen']}")
     print(f"grader/reference.py holds FOUND_GAIN {reference.FOUND_GAIN}, MIN_FOUND {reference.MIN_FOUND}")
-    measured = rates(grader, dev, [r.text for r in dev], other_texts(dev, rng), opts.batch_size)
+    measured = rates(grader, dev, [r.text for r in dev], other_texts([r.text for r in dev], rng), opts.batch_size)
     print(f"dev speakers ({len(dev)} clips): hit rate {measured['hit_rate']:.1%}, false alarms "
           f"{measured['false_alarm_rate']:.1%}; median seconds per response {measured['median_s_per_response']}")
     cost = transcript_cost(grader, dev[: opts.transcribe_clips]) if opts.transcribe_clips else None

@@ -26,7 +26,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.common import load1, resolve, write_results  # noqa: E402
+from benchmarks.common import load1, other_texts, resolve, write_results  # noqa: E402
 from grader import augment  # noqa: E402
 from grader.options import parse_options  # noqa: E402
 
@@ -101,6 +101,17 @@ def change(clean: np.ndarray, other: np.ndarray, codes: list[set[str]]) -> dict:
             "moved_unreviewed": round(float(np.mean((moved > 0.5) & ~reviewed)), 4), **flagged(codes)}
 
 
+LOW = 4  # a total below it is a weak answer (the expert bands 0-3)
+
+
+def another_sentence(own: np.ndarray, other: np.ndarray, codes: list[set[str]]) -> dict:
+    """The same answers graded against another answer's sentence: the score should fall (the asked sentence was not
+    read) and the reference check should flag it."""
+    return {"mean_total_own": round(float(own.mean()), 3), "mean_total_other": round(float(other.mean()), 3),
+            "other_below_low": round(float(np.mean(other < LOW)), 4),
+            "flagged_mismatch": round(float(np.mean(["reference_mismatch" in c for c in codes])), 4)}
+
+
 def judge(name: str, row: dict) -> dict | None:
     target = TARGETS.get(name)
     if target is None:
@@ -152,9 +163,9 @@ def main(argv: list[str] | None = None) -> dict:
     audios = [load_audio(r.audio) for r in responses]
     started, t0 = load1(), time.perf_counter()
 
-    def graded(recordings: list) -> tuple[np.ndarray, list[set[str]]]:
-        """Each answer's total (soft) and review reasons."""
-        assessed = grader.assess_batch(recordings, texts, options, opts.batch_size)
+    def graded(recordings: list, read: list[str] = texts) -> tuple[np.ndarray, list[set[str]]]:
+        """Each answer's total (soft) and review reasons, graded against the reference texts `read`."""
+        assessed = grader.assess_batch(recordings, read, options, opts.batch_size)
         refused = [r.utt_id for r, a in zip(responses, assessed) if not a.scorable]
         if refused:
             raise SystemExit(f"the gate refused {len(refused)} perturbed answers, e.g. {refused[0]}")
@@ -173,12 +184,17 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{rows[name]['moved_over_0_5']:.1%}, of them with no review reason: "
                   f"{rows[name]['moved_unreviewed']:.1%}; flagged "
                   + ", ".join(f"{f}: {rows[name][f'flagged_{f}']:.1%}" for f in RECORDING_FLAGS), flush=True)
+    other, other_codes = graded(audios, other_texts(texts, rng))
+    another = another_sentence(clean, other, other_codes)
+    print(f"another sentence's reference: mean total {another['mean_total_own']:.2f} with its own, "
+          f"{another['mean_total_other']:.2f} with another; below {LOW} {another['other_below_low']:.1%}, flagged "
+          f"reference_mismatch {another['flagged_mismatch']:.1%}", flush=True)
     results = {
         "benchmark": "robustness", "options": asdict(opts), "checkpoint": grader.checkpoint_id,
         "clips": len(responses), "speakers": len({r.speaker for r in responses}),
         "clean": {"total_soft_vs_human": score_metrics(clean.tolist(), [r.scores["total"] for r in responses]),
                   **flagged(clean_codes)},
-        "perturbations": rows, "seconds": round(time.perf_counter() - t0),
+        "perturbations": rows, "another_sentence": another, "seconds": round(time.perf_counter() - t0),
         "machine": {"usable_cores": len(os.sched_getaffinity(0)), "threads": torch.get_num_threads(),
                     "load1_before": started, "load1_after": load1()},
         "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),

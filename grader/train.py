@@ -83,6 +83,11 @@ class TrainConfig:
         "help": "words.tsv: train the word heads (--word-target) on the experts' word scores"})
     word_weight: float = field(default=1.0, metadata={"help": "weight of the word loss beside the sentence loss"})
     text_dropout: float = field(default=0.3, metadata={"help": "train without the text this often"})
+    mismatch: float = field(default=0.0, metadata={
+        "help": "this share of the answers read with a reference text is read with another answer's text instead, "
+                "accuracy and total taught as the scale's floor (the asked sentence was not read; fluency and prosody "
+                "keep their labels, the word heads learn nothing from it), so the score depends on the answer "
+                "reading its task; 0: off"})
     augment_views: int = field(default=0, metadata={
         "help": "cache this many perturbed recordings of each clip (grader.augment, seeded by --seed; view v goes "
                 "through channel v of grader.augment.CHANNELS: noise, room, telephone, codec, clean); each epoch "
@@ -114,8 +119,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch size must be at least 1 (got {self.epochs} and {self.batch_size})")
-        if not 0 <= self.text_dropout <= 1 or not 0 <= self.warmup < 1:
-            raise ValueError("text dropout must lie in [0, 1] and warmup (a share of the steps) in [0, 1)")
+        if not 0 <= self.text_dropout <= 1 or not 0 <= self.mismatch <= 1 or not 0 <= self.warmup < 1:
+            raise ValueError("text dropout and mismatch must lie in [0, 1] and warmup (a share of the steps) in [0, 1)")
         if min(self.dev_speakers, self.limit, self.folds, self.reweight, self.augment_views, self.consistency) < 0:
             raise ValueError("dev speakers, limit, folds, reweight, augment views and consistency cannot be negative")
         if self.consistency and not self.augment_views:
@@ -197,6 +202,26 @@ def word_targets(responses: list[Response], scores: dict[str, WordScores], aspec
         fits = w is not None and r.text is not None and r.text.split() == w.words
         out.append(torch.tensor([w.scores[a] for a in aspects]).T.contiguous() if fits else None)
     return out
+
+
+DELIVERY = ("fluency", "prosodic")  # aspects of how the answer was spoken, whatever sentence it read
+
+
+def mismatched(prompts: list[str | None], words: list[torch.Tensor | None], targets: torch.Tensor, texts: list[str],
+               floor: torch.Tensor, share: float, rng: random.Random) -> tuple[list, list, torch.Tensor]:
+    """A batch's prompts, word targets and sentence targets with `share` of its rows that have a text given
+    another response's text. The answer does not read that sentence: the aspects `floor` names (not NaN: all but
+    DELIVERY, so accuracy and total) are taught the scale's floor, and fluency and prosody the answer's own labels;
+    the word heads are not taught on such a row (the experts' word scores judge how a read word sounds). The train
+    split has no such answer."""
+    prompts, words, targets = list(prompts), list(words), targets.clone()
+    for row, prompt in enumerate(prompts):
+        if prompt is None or rng.random() >= share:
+            continue
+        prompts[row] = rng.choice([t for t in texts if t != prompt] or [prompt])
+        targets[row] = torch.where(floor.isnan(), targets[row], floor)
+        words[row] = None
+    return prompts, words, targets
 
 
 def prepare(config: TrainConfig, model: GraderModel, responses: list[Response]) -> Examples:
@@ -385,6 +410,9 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
     dev_states = None if dev_set.states is None else [s.float() for s in dev_set.states]
     decoded = None
     view_rng = random.Random(config.seed + 1)
+    mismatch_rng = random.Random(config.seed + 2)  # its own stream: --mismatch 0 trains exactly as before
+    texts = sorted({r.text for r in train_set.responses if r.text})
+    floor = torch.tensor([math.nan if a in DELIVERY else model.scale.min for a in aspects])
     for epoch in range(first_epoch, config.epochs):
         epoch_inputs = None if config.consistency else train_set.epoch_inputs(view_rng)
         net.train()
@@ -395,13 +423,17 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
         progress = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not main)
         for batch in progress:
             batch_prompts = [None if rng.random() < config.text_dropout else prompts[i] for i in batch]
+            words = [train_set.words[i] if p else None for i, p in zip(batch, batch_prompts)]
+            batch_targets = targets[batch]
+            if config.mismatch:
+                batch_prompts, words, batch_targets = mismatched(batch_prompts, words, batch_targets, texts, floor,
+                                                                 config.mismatch, mismatch_rng)
             if config.consistency:  # the clean recordings, then the same responses perturbed, with the same texts
                 audio = batch_audio(model, train_set.paired_inputs(batch, view_rng))
-                batch, batch_prompts = batch + batch, batch_prompts + batch_prompts
+                batch_prompts, words = batch_prompts + batch_prompts, words + words
             else:
                 audio = batch_audio(model, [epoch_inputs[i] for i in batch])
-            words = [train_set.words[i] if p else None for i, p in zip(batch, batch_prompts)]
-            loss = train_step(net, audio, batch_prompts, targets[batch], optimizer, objective, schedule,
+            loss = train_step(net, audio, batch_prompts, batch_targets, optimizer, objective, schedule,
                               None if weights is None else weights[batch], words, config.word_weight, accelerator,
                               PRECISIONS[config.precision], config.consistency)
             progress.set_postfix(loss=f"{loss:.3f}", lr=f"{schedule.get_last_lr()[0]:.1e}")
