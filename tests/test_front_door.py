@@ -119,6 +119,24 @@ def test_an_answer_to_another_text_is_flagged(shipped, labels, speechocean_clips
     assert a.to_dict()["reference"] == {"words": a.reference.words, "found": a.reference.found}
 
 
+
+def test_an_answer_to_another_text_scores_as_not_read(shipped, labels, speechocean_clips):
+    """The score itself depends on the answer reading its task (grader.train --mismatch): good readers' clips
+    graded with another clip's sentence score low on accuracy and total (the scale's weak band), while fluency and
+    prosody, how the answer was spoken, stay near what their own text gives."""
+    good = [r for r in labels if int(r["accuracy"]) >= 8]
+    paths = [speechocean_clips / r["audio"] for r in good]
+    own = [a.prediction.scores for a in shipped.assess_batch(paths, [r["text"] for r in good])]
+    other = [a.prediction.scores for a in
+             shipped.assess_batch(paths, [good[(i + 5) % len(good)]["text"] for i in range(len(good))])]
+    for aspect in ("total", "accuracy"):
+        assert np.mean([o[aspect].soft for o in own]) >= 7, aspect
+        assert max(o[aspect].soft for o in other) < 4, [round(o[aspect].soft, 2) for o in other]
+    for aspect in ("fluency", "prosodic"):
+        drop = np.mean([a[aspect].soft - o[aspect].soft for a, o in zip(own, other)])
+        assert drop < 1.5, (aspect, drop)
+
+
 CHANNELS = {  # review code: (the channel it is for, the sentence it gives for the assessment)
     "noisy_recording": (lambda a, rng: noise(a, rng, 10),
                         lambda a: f"a noisy recording (the speech stands {a.gate.measures['snr_db']:.0f} dB above the "
