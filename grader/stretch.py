@@ -72,8 +72,8 @@ def stretch_decoded(decoded: Decoded, stretches: list[Stretch], scale: ScoreScal
 def stretch_scores(scores, stretch: Stretch, scale: ScoreScale) -> np.ndarray:
     """Scores through a map, clamped to the scale, as `grader.report --stretch` maps out-of-fold scores (oof.tsv
     keeps no distributions). The grader's regression score is exactly this; its soft score too, but for the mass a
-    distribution holds on classes the map sends past the scale's end, which stays at the end: on the bundled clips
-    at most a tenth of a point between 3 and 9 (tests/test_stretch.py)."""
+    distribution holds on classes the map sends past the scale's end, which stays at the end: they differ by at most
+    twice the expected distance past the end (tests/test_stretch.py)."""
     return np.clip(stretch(np.asarray(scores, float)), scale.min, scale.max)
 
 

@@ -111,7 +111,10 @@ def test_a_stretched_checkpoint_grades_real_speech_further_from_the_middle(tmp_p
             assert s.soft == pytest.approx(float(np.dot(s.probs, SCALE.values.numpy())), abs=1e-4)
             assert s.regression == pytest.approx(float(stretch_scores(was.regression, maps[k], SCALE)), abs=1e-4)
             mapped = float(stretch_scores(was.soft, maps[k], SCALE))  # what the out-of-fold report gives
-            assert abs(s.soft - mapped) < (0.1 if 3 < mapped < 9 else 0.35), (aspect, s.soft, mapped)
+            # equal but for the mass the map sends past the scale's ends, which stays at the end
+            line = maps[k](SCALE.values.numpy())
+            past = float(np.dot(was.probs, np.maximum(line - SCALE.max, 0) + np.maximum(SCALE.min - line, 0)))
+            assert abs(s.soft - mapped) <= 1e-3 + 2 * past, (aspect, s.soft, mapped, past)
     totals = np.array([[b.prediction.scores["total"].soft, a.prediction.scores["total"].soft]
                        for b, a in zip(before, after)])
     weakest = totals[:, 0].argmin()
