@@ -131,12 +131,14 @@ def main(argv: list[str] | None = None) -> dict:
     pick = [others_speakers[i] for i in sorted(rng.permutation(len(others_speakers))[: opts.choose_clips])]
     started = load1()
     t0 = time.perf_counter()
-    pick_texts, pick_others = [r.text for r in pick], other_texts([r.text for r in pick], rng)
+    pick_texts = [r.text for r in pick]
+    pick_others = other_texts(pick_texts, rng)
     chosen = choose(gains_of(grader, pick, pick_texts, opts.batch_size),
                     gains_of(grader, pick, pick_others, opts.batch_size), opts.min_hits)
     print(f"chosen on {len(pick)} clips of {len({r.speaker for r in pick})} other speakers: {chosen['chosen']}")
     print(f"grader/reference.py holds FOUND_GAIN {reference.FOUND_GAIN}, MIN_FOUND {reference.MIN_FOUND}")
-    measured = rates(grader, dev, [r.text for r in dev], other_texts([r.text for r in dev], rng), opts.batch_size)
+    dev_texts = [r.text for r in dev]
+    measured = rates(grader, dev, dev_texts, other_texts(dev_texts, rng), opts.batch_size)
     print(f"dev speakers ({len(dev)} clips): hit rate {measured['hit_rate']:.1%}, false alarms "
           f"{measured['false_alarm_rate']:.1%}; median seconds per response {measured['median_s_per_response']}")
     cost = transcript_cost(grader, dev[: opts.transcribe_clips]) if opts.transcribe_clips else None

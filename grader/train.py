@@ -208,18 +208,19 @@ DELIVERY = ("fluency", "prosodic")  # aspects of how the answer was spoken, what
 
 
 def mismatched(prompts: list[str | None], words: list[torch.Tensor | None], targets: torch.Tensor, texts: list[str],
-               floor: torch.Tensor, share: float, rng: random.Random) -> tuple[list, list, torch.Tensor]:
+               floored: torch.Tensor, floor: float, share: float,
+               rng: random.Random) -> tuple[list, list, torch.Tensor]:
     """A batch's prompts, word targets and sentence targets with `share` of its rows that have a text given
-    another response's text. The answer does not read that sentence: the aspects `floor` names (not NaN: all but
-    DELIVERY, so accuracy and total) are taught the scale's floor, and fluency and prosody the answer's own labels;
-    the word heads are not taught on such a row (the experts' word scores judge how a read word sounds). The train
-    split has no such answer."""
+    another response's text. The answer does not read that sentence: the aspects `floored` marks (all but DELIVERY:
+    accuracy and total) are taught the scale's `floor`, and fluency and prosody the answer's own labels; the word
+    heads are not taught on such a row (the experts' word scores judge how a read word sounds). The train split has
+    no such answer."""
     prompts, words, targets = list(prompts), list(words), targets.clone()
     for row, prompt in enumerate(prompts):
         if prompt is None or rng.random() >= share:
             continue
         prompts[row] = rng.choice([t for t in texts if t != prompt] or [prompt])
-        targets[row] = torch.where(floor.isnan(), targets[row], floor)
+        targets[row, floored] = floor
         words[row] = None
     return prompts, words, targets
 
@@ -412,7 +413,7 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
     view_rng = random.Random(config.seed + 1)
     mismatch_rng = random.Random(config.seed + 2)  # its own stream: --mismatch 0 trains exactly as before
     texts = sorted({r.text for r in train_set.responses if r.text})
-    floor = torch.tensor([math.nan if a in DELIVERY else model.scale.min for a in aspects])
+    floored = torch.tensor([a not in DELIVERY for a in aspects])  # the aspects a mismatched row floors
     for epoch in range(first_epoch, config.epochs):
         epoch_inputs = None if config.consistency else train_set.epoch_inputs(view_rng)
         net.train()
@@ -426,8 +427,8 @@ def fit(config: TrainConfig, model: GraderModel, train_set: Examples, dev_set: E
             words = [train_set.words[i] if p else None for i, p in zip(batch, batch_prompts)]
             batch_targets = targets[batch]
             if config.mismatch:
-                batch_prompts, words, batch_targets = mismatched(batch_prompts, words, batch_targets, texts, floor,
-                                                                 config.mismatch, mismatch_rng)
+                batch_prompts, words, batch_targets = mismatched(batch_prompts, words, batch_targets, texts, floored,
+                                                                 model.scale.min, config.mismatch, mismatch_rng)
             if config.consistency:  # the clean recordings, then the same responses perturbed, with the same texts
                 audio = batch_audio(model, train_set.paired_inputs(batch, view_rng))
                 batch_prompts, words = batch_prompts + batch_prompts, words + words

@@ -119,7 +119,6 @@ def test_an_answer_to_another_text_is_flagged(shipped, labels, speechocean_clips
     assert a.to_dict()["reference"] == {"words": a.reference.words, "found": a.reference.found}
 
 
-
 def test_an_answer_to_another_text_scores_as_not_read(shipped, labels, speechocean_clips):
     """The score itself depends on the answer reading its task (grader.train --mismatch): good readers' clips
     graded with another clip's sentence score low on accuracy and total (the scale's weak band), while fluency and

@@ -4,13 +4,12 @@ learn nothing from such a row), so the grader learns that reading another senten
 without a text, and every row with --mismatch 0, train exactly as before."""
 
 import json
-import math
 import random
 
 import torch
 
-from grader.train import main as train_main
 from grader.train import DELIVERY, mismatched
+from grader.train import main as train_main
 
 TEXTS = ["WE CALL IT BEAR", "ZERO THREE FIVE ONE", "I LIKE APPLES"]
 
@@ -19,8 +18,9 @@ def test_mismatched_rows_read_another_text_and_score_the_floor():
     prompts = ["WE CALL IT BEAR", None, "I LIKE APPLES"]
     words = [torch.full((4, 2), 9.0), torch.full((4, 2), 7.0), torch.full((3, 2), 8.0)]
     targets = torch.tensor([[8.0, 7.0, 9.0], [6.0, 6.0, 6.0], [9.0, 9.0, 5.0]])  # total, accuracy, fluency
-    floor = torch.tensor([0.0, 0.0, math.nan])  # fluency (DELIVERY) keeps the answer's own label
-    out_prompts, out_words, out_targets = mismatched(prompts, words, targets, TEXTS, floor, 1.0, random.Random(0))
+    floored = torch.tensor([True, True, False])  # fluency (DELIVERY) keeps the answer's own label
+    out_prompts, out_words, out_targets = mismatched(prompts, words, targets, TEXTS, floored, 0.0, 1.0,
+                                                     random.Random(0))
     # a row without a text is not touched
     assert out_prompts[1] is None and out_words[1] is words[1] and out_targets[1].tolist() == [6.0, 6.0, 6.0]
     for row, fluency in ((0, 9.0), (2, 5.0)):
@@ -29,7 +29,7 @@ def test_mismatched_rows_read_another_text_and_score_the_floor():
         assert out_words[row] is None  # the word heads are not taught on it
     assert targets[0].tolist() == [8.0, 7.0, 9.0] and prompts[0] == "WE CALL IT BEAR"  # the inputs are not changed
 
-    kept = mismatched(prompts, words, targets, TEXTS, floor, 0.0, random.Random(0))
+    kept = mismatched(prompts, words, targets, TEXTS, floored, 0.0, 0.0, random.Random(0))
     assert kept[0] == prompts and kept[1] == words and torch.equal(kept[2], targets)
     assert DELIVERY == ("fluency", "prosodic")
 
