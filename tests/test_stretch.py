@@ -11,7 +11,8 @@ import torch
 from grader.inference import DEFAULT_CHECKPOINT, Grader
 from grader.model import Decoded
 from grader.scale import get_scale
-from grader.stretch import Stretch, fit_stretch, main as stretch_main, stretch_decoded, stretch_scores
+from grader.report import oof_figures, read_oof
+from grader.stretch import Stretch, fit_stretch, main as stretch_main, stretch_decoded, stretch_scores, write_stretch
 
 SCALE = get_scale("speechocean762")
 
@@ -121,3 +122,26 @@ def test_a_stretched_checkpoint_grades_real_speech_further_from_the_middle(tmp_p
     assert totals[weakest, 1] < totals[weakest, 0]
     assert np.std(totals[:, 1]) > np.std(totals[:, 0])
     assert np.std(totals[:, 1]) == pytest.approx(np.std([float(r["total"]) for r in labels]), rel=0.1)
+
+
+def test_the_shipped_stretch_is_fitted_on_its_committed_out_of_fold_predictions(tmp_path):
+    """checkpoints/default/cv holds the out-of-fold predictions of the shipped recipes (train.sh copies them there):
+    fitting the stretch on them again gives the shipped maps, and they cover every train utterance once, each
+    scored by a model of another fold, so the model card's figures can be remade from them without training."""
+    info = json.loads((DEFAULT_CHECKPOINT / "grader.json").read_text())
+    shutil.copyfile(DEFAULT_CHECKPOINT / "grader.json", tmp_path / "grader.json")
+    runs = [DEFAULT_CHECKPOINT / "cv" / name for name in info["stretch"]["fitted_on"]]
+    refit = write_stretch(tmp_path, runs, info["stretch"]["strength"])
+    assert refit["fitted_on"] == info["stretch"]["fitted_on"] and refit["responses"] == 2500
+    for aspect, fitted in info["stretch"]["aspects"].items():
+        assert refit["aspects"][aspect] == pytest.approx(fitted)
+    for run in runs:
+        rows = read_oof(run)
+        assert len({r["utt_id"] for r in rows}) == 2500 and {r["fold"] for r in rows} == {"0", "1", "2", "3", "4"}
+        speakers_folds = {(r["speaker"], r["fold"]) for r in rows}
+        assert len(speakers_folds) == len({r["speaker"] for r in rows}) == 125  # a speaker in one fold only
+        report = json.loads((run / "cv.json").read_text())
+        figures = oof_figures(report, rows, read_oof(run, "oof_words.tsv"), ["soft"])
+        for name in ("total/soft", "accuracy/soft", "word/accuracy"):  # the rows are the ones its report was made of
+            assert figures["metrics"][name]["pcc"] == pytest.approx(report["metrics"][name]["pcc"])
+        assert figures["metrics"]["total/soft"]["pcc"] > 0.8  # a trained grader, not noise
