@@ -142,6 +142,6 @@ def test_the_shipped_stretch_is_fitted_on_its_committed_out_of_fold_predictions(
         assert len(speakers_folds) == len({r["speaker"] for r in rows}) == 125  # a speaker in one fold only
         report = json.loads((run / "cv.json").read_text())
         figures = oof_figures(report, rows, read_oof(run, "oof_words.tsv"), ["soft"])
-        for name in ("total/soft", "accuracy/soft", "word/accuracy"):  # the rows are the ones its report was made of
-            assert figures["metrics"][name]["pcc"] == pytest.approx(report["metrics"][name]["pcc"])
+        for name in ("total/soft", "accuracy/soft", "word/accuracy"):  # its report was made of these rows (as written)
+            assert figures["metrics"][name]["pcc"] == pytest.approx(report["metrics"][name]["pcc"], abs=1e-4)
         assert figures["metrics"]["total/soft"]["pcc"] > 0.8  # a trained grader, not noise
