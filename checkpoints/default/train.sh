@@ -7,7 +7,7 @@
 # recipes' out-of-fold predictions from 5-fold cross-validation by speaker (which also give the model card's
 # figures; copied into cv/); and the channel probe (grader.channel: the reverberant-recording review reason),
 # fitted on the same cached views.
-#   bash checkpoints/default/train.sh        (DATA=... for another copy of the corpus; about 85 min on 2 CPU cores)
+#   bash checkpoints/default/train.sh        (DATA=... for another copy of the corpus; about 85–100 min on 2 CPU cores)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${DATA:-../shared/data/speechocean762-train}
