@@ -16,14 +16,15 @@ recipe=(--manifest "$DATA/labels.tsv" --target total,accuracy,fluency,prosodic -
         --word-scores "$DATA/words.tsv" --word-target accuracy,total --epochs 6 --augment-views 3 --consistency 1)
 first=("${recipe[@]}" --mismatch 0.05)
 second=("${recipe[@]}" --mismatch 0.15 --reweight 0.5)
-"$PYTHON" -m grader.train "${first[@]}" --folds 5 --out runs/cv-e6-tr-mm05-words-trim
-"$PYTHON" -m grader.train "${second[@]}" --folds 5 --out runs/cv-e6-tr-rw-mm-words-trim
+cv=(cv-e6-tr-mm05-words-trim cv-e6-tr-rw-mm-words-trim)  # the two recipes' cross-validation runs, in that order
+"$PYTHON" -m grader.train "${first[@]}" --folds 5 --out "runs/${cv[0]}"
+"$PYTHON" -m grader.train "${second[@]}" --folds 5 --out "runs/${cv[1]}"
 "$PYTHON" -m grader.train "${first[@]}" --dev-speakers 0 --out runs/speechocean762-tiny.en-fa-reg-words-tr-mm05
 "$PYTHON" -m grader.train "${second[@]}" --dev-speakers 0 --out runs/speechocean762-tiny.en-fa-reg-words-tr-rw-mm
 "$PYTHON" -m grader.ensemble checkpoints/default runs/speechocean762-tiny.en-fa-reg-words-tr-mm05 \
     runs/speechocean762-tiny.en-fa-reg-words-tr-rw-mm
-"$PYTHON" -m grader.stretch checkpoints/default runs/cv-e6-tr-mm05-words-trim runs/cv-e6-tr-rw-mm-words-trim --strength 0.5
-for run in cv-e6-tr-mm05-words-trim cv-e6-tr-rw-mm-words-trim; do   # the out-of-fold predictions the stretch is fitted on
+"$PYTHON" -m grader.stretch checkpoints/default "runs/${cv[0]}" "runs/${cv[1]}" --strength 0.5
+for run in "${cv[@]}"; do   # the out-of-fold predictions the stretch is fitted on
     mkdir -p "checkpoints/default/cv/$run" && cp "runs/$run"/{cv.json,oof.tsv,oof_words.tsv} "checkpoints/default/cv/$run/"
 done
 "$PYTHON" -m grader.channel checkpoints/default --manifest "$DATA/labels.tsv"
