@@ -12,12 +12,13 @@ checkpoint folder under OUT. The members must share the backbone and its frozen 
 
 import json
 import shutil
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .model import CHECKPOINT_FORMAT, Decoded, GraderModel, read_checkpoint_info
+from .options import parse_options
 
 
 def check_members(members: list[GraderModel]) -> None:
@@ -67,15 +68,25 @@ def write_ensemble(out: str | Path, members: list[str | Path]) -> Path:
     return out
 
 
+@dataclass
+class EnsembleOptions:
+    """Write an ensemble checkpoint: graders scored on one pass of their shared frozen encoder, averaged."""
+
+    paths: list[str] = field(default_factory=list, metadata={"help": "OUT MEMBER MEMBER [MEMBER ...]: the new "
+                                                                      "checkpoint, then grader checkpoints"})
+
+    def __post_init__(self):
+        if len(self.paths) < 3:
+            raise ValueError("give the output folder and at least two member checkpoints")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) < 3:
-        raise SystemExit("usage: python -m grader.ensemble OUT MEMBER MEMBER [MEMBER ...]  (grader checkpoints)")
+    out, *members = parse_options(EnsembleOptions, argv, positional="paths").paths
     try:
-        out = write_ensemble(args[0], args[1:])
+        out = write_ensemble(out, members)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"cannot ensemble these checkpoints: {e}")
-    print(f"ensemble of {len(args) - 1} graders written to {out}")
+    print(f"ensemble of {len(members)} graders written to {out}")
 
 
 if __name__ == "__main__":

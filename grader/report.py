@@ -12,8 +12,7 @@ the review flag finds the misgraded responses. `grader.train --folds K` writes t
 
 import csv
 import json
-import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 from .data import Response
 from .metrics import score_metrics
 from .model import Decoded, parse_objective
+from .options import comma_list, parse_options
 from .scale import ScoreScale
 
 BANDS = ((0, 3), (4, 5), (6, 7), (8, 10))  # expert score bands, inclusive
@@ -373,24 +373,26 @@ def print_crossval(report: dict) -> None:
     print(detail_tables(report))
 
 
+@dataclass
+class ReportOptions:
+    """Out-of-fold figures of `grader.train --folds` runs: one row per run, or a run's tables (--detail)."""
+
+    runs: list[str] = field(default_factory=list, metadata={
+        "help": "runs of grader.train --folds (RUN_A+RUN_B joins runs of disjoint folds)"})
+    detail: bool = field(default=False, metadata={"help": "each run's sentence, band, word and flag tables"})
+    review: bool = field(default=False, metadata={"help": "the review flag's precision and recall, by rule"})
+    ensemble: bool = field(default=False, metadata={"help": "and the mean of the runs' predictions"})
+    folds: list[int] | None = field(default=None, metadata={
+        "help": "only these folds, e.g. 0,1 (paired: the folds both runs trained)",
+        "parse": lambda text: [int(k) for k in comma_list(text)]})
+    stretch: float | None = field(default=None, metadata={
+        "help": "and after the stretch of this strength (grader.stretch), each fold's map fitted on the others"})
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    detail, review, mean = ("--detail" in args, "--review" in args, "--ensemble" in args)
-    folds, strength = None, None
-    if "--folds" in args:
-        at = args.index("--folds")
-        folds = {int(k) for k in args[at + 1].split(",")}
-        args = args[:at] + args[at + 2:]
-    if "--stretch" in args:
-        at = args.index("--stretch")
-        strength = float(args[at + 1])
-        args = args[:at] + args[at + 2:]
-    runs = [a for a in args if a not in ("--detail", "--review", "--ensemble")]
-    if not runs:
-        raise SystemExit("usage: python -m grader.report RUN_DIR [RUN_DIR ...] [--detail]  (runs of grader.train "
-                         "--folds; RUN_A+RUN_B joins runs of disjoint folds)")
+    options = parse_options(ReportOptions, argv, positional="runs")
     loaded = []  # (report, out-of-fold rows, word rows) per run
-    for run in runs:
+    for run in options.runs:
         parts = []
         for part in run_parts(run):
             path = part / "cv.json"
@@ -401,16 +403,16 @@ def main(argv: list[str] | None = None) -> None:
             report, rows, words = joined(parts, run) if len(parts) > 1 else parts[0]
         except ValueError as e:
             raise SystemExit(str(e))
-        loaded.append(restrict(report, rows, words, folds) if folds else (report, rows, words))
-    if mean:
+        loaded.append(restrict(report, rows, words, set(options.folds)) if options.folds else (report, rows, words))
+    if options.ensemble:
         loaded.append(ensemble(loaded))
-    if strength is not None:
-        loaded += [stretched(*run, strength) for run in (loaded[-1:] if mean else loaded)]
-    if review:
+    if options.stretch is not None:
+        loaded += [stretched(*run, options.stretch) for run in (loaded[-1:] if options.ensemble else loaded)]
+    if options.review:
         print("\n\n".join(review_table(report, rows) for report, rows, _ in loaded))
     else:
         reports = [report for report, _, _ in loaded]
-        print("\n\n".join(detail_tables(r) for r in reports) if detail else comparison_table(reports))
+        print("\n\n".join(detail_tables(r) for r in reports) if options.detail else comparison_table(reports))
 
 
 if __name__ == "__main__":

@@ -19,14 +19,14 @@ disjoint folds, as `grader.report` does) and writes it into CHECKPOINT's grader.
 """
 
 import json
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .model import Decoded
+from .options import parse_options
 from .scale import ScoreScale
 
 STRENGTH = 0.5  # the shipped strength: halfway to the experts' spread (model card, "Calibration across the scale")
@@ -117,23 +117,31 @@ def write_stretch(checkpoint: str | Path, runs: list[str | Path], strength: floa
     return info["stretch"]
 
 
+@dataclass
+class StretchOptions:
+    """Fit the stretch on cross-validated runs of a checkpoint's recipes and write it into the checkpoint."""
+
+    paths: list[str] = field(default_factory=list, metadata={
+        "help": "CHECKPOINT RUN [RUN ...]: the grader, then `grader.train --folds` runs of its members' recipes"})
+    strength: float = field(default=STRENGTH, metadata={"help": "0 leaves the scores alone, 1 gives them the "
+                                                                 "experts' mean and spread"})
+
+    def __post_init__(self):
+        if len(self.paths) < 2:
+            raise ValueError("give the checkpoint and at least one cross-validated run of its recipes")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
-    strength = STRENGTH
-    if "--strength" in args:
-        at = args.index("--strength")
-        strength, args = float(args[at + 1]), args[:at] + args[at + 2:]
-    if len(args) < 2:
-        raise SystemExit("usage: python -m grader.stretch CHECKPOINT RUN [RUN ...] [--strength S]  (RUNs: "
-                         "`grader.train --folds` runs of the checkpoint's recipes)")
+    options = parse_options(StretchOptions, argv, positional="paths")
+    checkpoint, runs = options.paths[0], options.paths[1:]
     try:
-        fitted = write_stretch(args[0], args[1:], strength)
+        fitted = write_stretch(checkpoint, runs, options.strength)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"cannot fit the stretch: {e}")
     for aspect, s in fitted["aspects"].items():
         print(f"{aspect}: {s['centre']:.2f} -> {s['target']:.2f}, slope {s['slope']:.3f}")
-    print(f"stretch (strength {strength:g}, fitted on {fitted['responses']} out-of-fold responses) written to "
-          f"{args[0]}/grader.json")
+    print(f"stretch (strength {options.strength:g}, fitted on {fitted['responses']} out-of-fold responses) written "
+          f"to {checkpoint}/grader.json")
 
 
 if __name__ == "__main__":
