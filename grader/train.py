@@ -297,11 +297,11 @@ def selection_key(metrics: dict, aspects: list[str], objective: str) -> float:
 
 def cached_encodings(model: GraderModel, names: list[str], audio: Callable[[int], np.ndarray],
                      cache_dir: str | None, chunk: int = 256) -> list[torch.Tensor]:
-    """Frozen-encoder outputs (float16), computed once per backbone and recording and kept on disk, so comparing
-    objectives or retraining on all data does not pay for the encoder again. `names[i]` keys recording i (its path
-    and length in samples, so audio trimmed or otherwise changed in length is re-encoded); `audio(i)` makes it,
-    only where the cache lacks it, `chunk` at a time."""
-    key = hashlib.sha1(json.dumps(asdict(model.config.backbone), sort_keys=True).encode()).hexdigest()[:12]
+    """Frozen-encoder outputs (float16), computed once per encoder and recording and kept on disk, so comparing
+    objectives or poolings, or retraining on all data, does not pay for the encoder again. `names[i]` keys
+    recording i (its path and length in samples, so audio trimmed or otherwise changed in length is re-encoded);
+    `audio(i)` makes it, only where the cache lacks it, `chunk` at a time."""
+    key = hashlib.sha1(json.dumps(model.config.backbone.encoder_settings, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir) / f"encoder-{key}.pt" if cache_dir else None
     store: dict[str, torch.Tensor] = torch.load(path) if path and path.is_file() else {}
     todo = [i for i, name in enumerate(names) if name not in store]

@@ -76,7 +76,9 @@ def test_training_with_augmented_views_runs(tiny_whisper, small_manifest, tmp_pa
         view = next(v for k, v in augmented.items() if k.startswith(f"{r.audio.resolve()}#"))
         assert clean.shape[1] == view.shape[1] and not (clean.shape == view.shape and torch.equal(clean, view))
     before = {k: v.clone() for k, v in store.items()}
-    train_main(args[:-2] + ["--out", str(tmp_path / "again")])  # a rerun reads every view from the cache
+    # a rerun, with another pooling (it acts after the encoder), reads every view from the same cache
+    train_main(args[:-2] + ["--pooling", "last+mean", "--out", str(tmp_path / "again")])
+    assert len(list(cache.glob("encoder-*.pt"))) == 1
     after = torch.load(next(cache.glob("encoder-*.pt")))
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 

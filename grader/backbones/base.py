@@ -45,6 +45,12 @@ class BackboneConfig:
         if not self.model:
             raise ValueError("the backbone needs a model: a hub id, a local folder or an offline alias")
 
+    @property
+    def encoder_settings(self) -> dict:
+        """What the audio encoder's outputs depend on (the pooling and the prompt act after it): the key of the
+        cached encoder outputs training reads, so a new pooling or prompt reuses them."""
+        return {"name": self.name, "model": self.model, "pad_to_30s": self.pad_to_30s, "dtype": self.dtype}
+
 
 @dataclass
 class AudioStates:
