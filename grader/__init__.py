@@ -10,16 +10,26 @@ The front door, from a recording to a grade (what the app, `grader.predict` and 
 Wings: `grader.audio` (decode, gate, voice activity, trim), `grader.backbones` (Whisper, Qwen2-Audio, weights),
 `grader.model` (LoRA, heads, objectives, checkpoints), `grader.review` and `grader.reference` (why to review a
 grade), `grader.evidence` (transcript, fluency, reference words).
-Command lines: `python -m grader.train | evaluate | predict | compare`.
+Command lines: `python -m grader.train | evaluate | predict | compare | report | ensemble | stretch | channel | merge`.
 """
 
-from .audio import SAMPLE_RATE, AudioError, AudioLimits, GateConfig, GateResult, check_audio, inspect_file, load_audio
-from .evidence import build_evidence
-from .inference import DEFAULT_CHECKPOINT, AspectScore, AssessOptions, Assessment, Grader, Prediction
-from .model import GraderModel, ModelConfig
-from .review import Review
-from .scale import SCALES, ScoreScale, get_scale
+import importlib
 
-__all__ = ["DEFAULT_CHECKPOINT", "SAMPLE_RATE", "SCALES", "AspectScore", "AssessOptions", "Assessment", "AudioError",
-           "AudioLimits", "GateConfig", "GateResult", "Grader", "GraderModel", "ModelConfig", "Prediction", "Review",
-           "ScoreScale", "build_evidence", "check_audio", "get_scale", "inspect_file", "load_audio"]
+_HOMES = {  # each public name and the module that owns it; imported when first asked for, so that `python -m
+    # grader.stretch` (or any module the front door imports) does not run a module the package already imported
+    "SAMPLE_RATE": "audio", "AudioError": "audio", "AudioLimits": "audio", "GateConfig": "audio",
+    "GateResult": "audio", "check_audio": "audio", "inspect_file": "audio", "load_audio": "audio",
+    "build_evidence": "evidence",
+    "DEFAULT_CHECKPOINT": "inference", "AspectScore": "inference", "AssessOptions": "inference",
+    "Assessment": "inference", "Grader": "inference", "Prediction": "inference",
+    "GraderModel": "model", "ModelConfig": "model",
+    "Review": "review",
+    "SCALES": "scale", "ScoreScale": "scale", "get_scale": "scale",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'grader' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
