@@ -71,3 +71,8 @@ def _plain(kind):
 def comma_list(text: str) -> list[str]:
     """'total,accuracy' -> ['total', 'accuracy']."""
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def comma_ints(text: str) -> list[int]:
+    """'0,1' -> [0, 1] (fold numbers)."""
+    return [int(part) for part in comma_list(text)]

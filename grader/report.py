@@ -21,7 +21,7 @@ import torch
 from .data import Response
 from .metrics import score_metrics
 from .model import Decoded, parse_objective
-from .options import comma_list, parse_options
+from .options import comma_ints, parse_options
 from .scale import ScoreScale
 
 BANDS = ((0, 3), (4, 5), (6, 7), (8, 10))  # expert score bands, inclusive
@@ -382,9 +382,8 @@ class ReportOptions:
     detail: bool = field(default=False, metadata={"help": "each run's sentence, band, word and flag tables"})
     review: bool = field(default=False, metadata={"help": "the review flag's precision and recall, by rule"})
     ensemble: bool = field(default=False, metadata={"help": "and the mean of the runs' predictions"})
-    folds: list[int] | None = field(default=None, metadata={
-        "help": "only these folds, e.g. 0,1 (paired: the folds both runs trained)",
-        "parse": lambda text: [int(k) for k in comma_list(text)]})
+    folds: list[int] = field(default_factory=list, metadata={
+        "help": "only these folds, e.g. 0,1 (paired: the folds both runs trained); empty: all", "parse": comma_ints})
     stretch: float | None = field(default=None, metadata={
         "help": "and after the stretch of this strength (grader.stretch), each fold's map fitted on the others"})
 

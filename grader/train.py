@@ -52,7 +52,7 @@ from .inference import PRECISIONS, autocast, encode_audios, score_states
 from .metrics import score_metrics
 from .model import (Decoded, GraderModel, ModelConfig, consistency_loss, label_weights, parse_objective, score_loss,
                     word_loss)
-from .options import comma_list, parse_options
+from .options import comma_ints, parse_options
 from .report import print_crossval, write_crossval
 
 
@@ -72,7 +72,7 @@ class TrainConfig:
         "help": "k-fold cross-validation by speaker over the whole manifest (one model per fold, its last epoch): "
                 "out-of-fold predictions and metrics in --out; 0: off"})
     run_folds: list[int] = field(default_factory=list, metadata={
-        "parse": lambda text: [int(k) for k in comma_list(text)],
+        "parse": comma_ints,
         "help": "run only these folds of --folds (e.g. 0,1): a cheaper paired comparison, whose out-of-fold "
                 "figures cover those folds' speakers (compare with `grader.report --folds 0,1`); empty: all"})
     model: ModelConfig = field(default_factory=ModelConfig)
