@@ -26,6 +26,7 @@ from .ensemble import check_members, mean_decoded
 from .evidence.alignment import spoken_words
 from .model import Decoded, decode
 from .model import GraderModel, LoraOptions, ModelConfig, read_checkpoint_info
+from .probe import ScoreProbe
 from .reference import ReferenceMatch, match_references
 from .review import Review, review_reasons
 from .scale import ScoreScale
@@ -57,17 +58,26 @@ def autocast(model: GraderModel, dtype: torch.dtype | None):
 
 
 @torch.inference_mode()
-def encode_audios(model: GraderModel, audios: list[np.ndarray], batch_size: int = 16,
-                  precision: torch.dtype | None = None) -> list[torch.Tensor]:
-    """Audio encoder outputs, one (frames, dim) tensor per response, batched by length."""
+def encode_with_summaries(model: GraderModel, audios: list[np.ndarray], batch_size: int = 16,
+                          precision: torch.dtype | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """Audio encoder outputs, one (frames, dim) tensor per response, batched by length, and each response's summary
+    of the encoder's layers (`AudioStates.summary`; None where the backbone gives none)."""
     states: list[torch.Tensor] = [torch.empty(0)] * len(audios)
+    summaries: list[torch.Tensor | None] = [None] * len(audios)
     for batch in length_batches([len(a) for a in audios], batch_size):
         features = model.backbone.features([audios[i] for i in batch])
         with autocast(model, precision):
             encoded = model.backbone.encode(features)
-        for i, s in zip(batch, encoded.unbatch()):
+        for row, (i, s) in enumerate(zip(batch, encoded.unbatch())):
             states[i] = s
-    return states
+            summaries[i] = None if encoded.summary is None else encoded.summary[row].float()
+    return states, summaries
+
+
+def encode_audios(model: GraderModel, audios: list[np.ndarray], batch_size: int = 16,
+                  precision: torch.dtype | None = None) -> list[torch.Tensor]:
+    """Audio encoder outputs, one (frames, dim) tensor per response, batched by length."""
+    return encode_with_summaries(model, audios, batch_size, precision)[0]
 
 
 @torch.inference_mode()
@@ -133,13 +143,15 @@ class Grader:
     """A loaded checkpoint, ready to grade 16-kHz audio. Load once per process: loading takes seconds."""
 
     def __init__(self, model: GraderModel, checkpoint_id: str, info: dict, precision: str = "fp32",
-                 members: list[GraderModel] | None = None, channel: ChannelProbe | None = None):
+                 members: list[GraderModel] | None = None, channel: ChannelProbe | None = None,
+                 probe: ScoreProbe | None = None):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.model = model  # encodes the audio, and its Whisper gives the transcript and the reference check
         self.members = members or [model]  # an ensemble (grader.ensemble) scores with each on model's encoding
         self.checkpoint_id = checkpoint_id
         self.info = info
+        self.probe = probe  # grader.probe: blended with the members' scores, before the stretch; None: off
         self.stretches = read_stretches(info, model.config.aspects)  # grader.stretch; None: scores as trained
         self.precision = PRECISIONS[precision]
         self.channel = channel  # grader.channel: tells a reverberant recording from the encoder's states; None: off
@@ -172,8 +184,10 @@ class Grader:
                         else f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
             log.warning("precision bf16 on %s without native bfloat16 (%s): torch emulates it, so grading is "
                         "several times slower than fp32; use fp32 here", device, hardware)
-        channel = None if model.audio_encoder_trainable else ChannelProbe.load(folder)
-        return cls(model, info.get("checkpoint_id", folder.name), info, precision, members, channel)
+        frozen = not model.audio_encoder_trainable  # the probes read the frozen encoder's states
+        channel = ChannelProbe.load(folder) if frozen else None
+        probe = ScoreProbe.load(folder, model.config.aspects) if frozen else None
+        return cls(model, info.get("checkpoint_id", folder.name), info, precision, members, channel, probe)
 
     @classmethod
     def zero_shot(cls, model: str, scale: str = "speechocean762", aspects: list[str] | None = None,
@@ -294,9 +308,11 @@ class Grader:
         start = time.perf_counter()
         prompts = prompts if prompts and self.uses_text else [None] * len(audios)
         with self.lock:
-            states = encode_audios(self.model, audios, batch_size, self.precision)
+            states, summaries = encode_with_summaries(self.model, audios, batch_size, self.precision)
             decoded = mean_decoded([score_states(m, states, prompts, batch_size, self.precision)
                                     for m in self.members], self.scale.values)
+        if self.probe:
+            decoded = self.probe.blended(decoded, summaries, self.scale)
         if self.stretches:
             decoded = stretch_decoded(decoded, self.stretches, self.scale)
         latency = (time.perf_counter() - start) / max(len(audios), 1)

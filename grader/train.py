@@ -48,7 +48,7 @@ from .augment import CHANNELS, RECIPE, augment
 from .backbones import AudioStates
 from .data import (ManifestError, Response, WordScores, length_batches, read_manifest, read_rater_means,
                    read_speak_and_improve, read_word_scores, speaker_folds, split_by_speaker)
-from .inference import PRECISIONS, autocast, encode_audios, score_states
+from .inference import PRECISIONS, autocast, encode_audios, encode_with_summaries, score_states
 from .metrics import score_metrics
 from .model import (Decoded, GraderModel, ModelConfig, consistency_loss, label_weights, parse_objective, score_loss,
                     word_loss)
@@ -225,14 +225,24 @@ def mismatched(prompts: list[str | None], words: list[torch.Tensor | None], targ
     return prompts, words, targets
 
 
+def trimmed_audio(responses: list[Response]) -> list[np.ndarray]:
+    """Each response's recording trimmed to its speech, as the front door grades it."""
+    return [trim_to_speech(load_audio(r.audio)) for r in tqdm(responses, desc="loading audio", leave=False)]
+
+
+def recording_names(responses: list[Response], audio: list[np.ndarray]) -> list[str]:
+    """The encoder caches' key of each response's (trimmed) recording: its path and length in samples."""
+    return [f"{r.audio.resolve()}#{len(a)}" for r, a in zip(responses, audio)]
+
+
 def prepare(config: TrainConfig, model: GraderModel, responses: list[Response]) -> Examples:
     """Load the audio, cache the frozen encoder's outputs and read the word targets, once for all folds."""
     started = time.perf_counter()
-    audio = [trim_to_speech(load_audio(r.audio)) for r in tqdm(responses, desc="loading audio", leave=False)]
+    audio = trimmed_audio(responses)
     states = views = None
     if not model.audio_encoder_trainable:
         model.eval()
-        names = [f"{r.audio.resolve()}#{len(a)}" for r, a in zip(responses, audio)]
+        names = recording_names(responses, audio)
         with PartialState().main_process_first():  # the main process encodes and writes the cache, the others read it
             states = cached_encodings(model, names, audio.__getitem__, config.cache_dir)
             views = augmented_views(config, model, responses, names)
@@ -258,13 +268,15 @@ def perturbed(config: TrainConfig, response: Response, v: int) -> np.ndarray:
 
 
 def augmented_views(config: TrainConfig, model: GraderModel, responses: list[Response],
-                    names: list[str]) -> list[list[torch.Tensor]]:
-    """The frozen encoder's outputs of each response's `--augment-views` perturbed recordings, cached; the cache
-    names them by grader.augment.RECIPE too, so changed settings are encoded afresh."""
+                    names: list[str], summaries: bool = False) -> list[list[torch.Tensor]]:
+    """The frozen encoder's outputs (or, with `summaries`, their summaries) of each response's `--augment-views`
+    perturbed recordings, cached; the cache names them by grader.augment.RECIPE too, so changed settings are
+    encoded afresh."""
     views: list[list[torch.Tensor]] = [[] for _ in responses]
     for v in range(config.augment_views):
         encoded = cached_encodings(model, [f"{name}#augment{config.seed}.{v}.{RECIPE}" for name in names],
-                                   lambda i: perturbed(config, responses[i], v), config.cache_dir)
+                                   lambda i: perturbed(config, responses[i], v), config.cache_dir,
+                                   summaries=summaries)
         for i, states in enumerate(encoded):
             views[i].append(states)
     return views
@@ -296,20 +308,22 @@ def selection_key(metrics: dict, aspects: list[str], objective: str) -> float:
 
 
 def cached_encodings(model: GraderModel, names: list[str], audio: Callable[[int], np.ndarray],
-                     cache_dir: str | None, chunk: int = 256) -> list[torch.Tensor]:
+                     cache_dir: str | None, chunk: int = 256, summaries: bool = False) -> list[torch.Tensor]:
     """Frozen-encoder outputs (float16), computed once per encoder and recording and kept on disk, so comparing
     objectives or poolings, or retraining on all data, does not pay for the encoder again. `names[i]` keys
     recording i (its path and length in samples, so audio trimmed or otherwise changed in length is re-encoded);
-    `audio(i)` makes it, only where the cache lacks it, `chunk` at a time."""
+    `audio(i)` makes it, only where the cache lacks it, `chunk` at a time. With `summaries`, each recording's
+    summary of the encoder's layers (float32, grader.probe) instead, in a cache of their own."""
     key = hashlib.sha1(json.dumps(model.config.backbone.encoder_settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(cache_dir) / f"encoder-{key}.pt" if cache_dir else None
+    path = Path(cache_dir) / f"{'summary' if summaries else 'encoder'}-{key}.pt" if cache_dir else None
     store: dict[str, torch.Tensor] = torch.load(path) if path and path.is_file() else {}
     todo = [i for i, name in enumerate(names) if name not in store]
     if todo:
         for start in tqdm(range(0, len(todo), chunk), desc=f"encoding {len(todo)} recordings", leave=False):
             rows = todo[start: start + chunk]
-            for i, states in zip(rows, encode_audios(model, [audio(i) for i in rows])):
-                store[names[i]] = states.to(torch.float16)
+            states, summary = encode_with_summaries(model, [audio(i) for i in rows])
+            for i, x in zip(rows, summary if summaries else states):
+                store[names[i]] = x if summaries else x.to(torch.float16)
         if path:
             path.parent.mkdir(parents=True, exist_ok=True)
             torch.save(store, path.with_suffix(".tmp"))

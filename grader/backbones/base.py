@@ -58,6 +58,9 @@ class AudioStates:
 
     states: torch.Tensor  # (batch, frames, dim)
     lengths: torch.Tensor  # (batch,)
+    # (batch, features): each encoder layer's mean and spread over the response's frames (grader.probe reads them);
+    # None from a backbone that does not give them, or from cached states
+    summary: torch.Tensor | None = None
 
     def unbatch(self) -> list[torch.Tensor]:
         return [s[:n] for s, n in zip(self.states, self.lengths.tolist())]
@@ -71,7 +74,8 @@ class AudioStates:
         return AudioStates(states, lengths)
 
     def to(self, device, dtype=None) -> "AudioStates":
-        return AudioStates(self.states.to(device, dtype), self.lengths.to(device))
+        return AudioStates(self.states.to(device, dtype), self.lengths.to(device),
+                           None if self.summary is None else self.summary.to(device))
 
 
 def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -86,6 +90,16 @@ def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 def masked_mean(states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     mask = length_mask(lengths, states.shape[1]).unsqueeze(-1).to(states.dtype)
     return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def mean_and_spread(layers: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
+    """(batch, 2 * dim * layers): each layer's mean and standard deviation over each response's own frames."""
+    parts = []
+    for x in layers:
+        x = x.float()
+        mean = masked_mean(x, lengths)
+        parts += [mean, masked_mean((x - mean[:, None]) ** 2, lengths).sqrt()]
+    return torch.cat(parts, -1)
 
 
 @dataclass(frozen=True)

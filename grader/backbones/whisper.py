@@ -11,7 +11,7 @@ from torch import nn
 
 from ..audio import SAMPLE_RATE
 from .base import (AnswerPrompt, Answers, AudioStates, Backbone, BackboneConfig, additive_mask, answer_layout,
-                   length_mask)
+                   length_mask, mean_and_spread)
 from .weights import resolve_whisper
 
 
@@ -82,9 +82,12 @@ class WhisperBackbone(Backbone):
         else:
             keep = length_mask(lengths, x.shape[1])
             mask = additive_mask(keep[:, None, :].expand(-1, x.shape[1], -1), x.dtype)
+        layers = [x]
         for layer in encoder.layers:
             x = layer(x, mask)
-        return AudioStates(encoder.layer_norm(x), lengths)
+            layers.append(x)
+        layers[-1] = encoder.layer_norm(x)
+        return AudioStates(layers[-1], lengths, mean_and_spread(layers, lengths))
 
     MAX_TEXT_TOKENS = 200
 

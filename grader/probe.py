@@ -1,0 +1,286 @@
+"""The score probe: what the members' decoders miss of how an answer sounds, read off every layer of the audio encoder.
+
+Each member grades from the encoder's last layer, through its decoder. A ridge regression on the mean and spread
+over time of every encoder layer (the lower layers keep more of the voice, the pitch and the timing than the last,
+which Whisper shaped for its decoder) predicts every aspect too, less well alone but with other errors: out of fold
+the two blended, each aspect's weights fitted by least squares, agree with the experts better on fluency and
+prosody (model card, "The score probe"). The probe costs nothing on the grading path: the encoder runs anyway,
+and its summary (`AudioStates.summary`) is a mean over frames.
+
+The blend moves the class distribution with the score, as the stretch does: for each response the map sends class
+value v to `members * v + probe * p + constant` (p the probe's score), each class's probability split between the
+two nearest classes, so the soft score is still the distribution's expectation (but for mass sent past the scale's
+end, which stays there).
+
+    python -m grader.probe CHECKPOINT RUN [RUN ...] --manifest labels.tsv --out runs/cv-probe
+
+fits the ridge on every response of the manifest and its training views (grader.train `--augment-views 3`: noise,
+a room, a telephone band, each taught its clean twin's labels, so the probe learns what the channel does not
+move), with each fold of the RUNs (`grader.train --folds` runs of CHECKPOINT's members' recipes) predicted by a
+ridge fitted on the other folds; fits the blend on the RUNs' mean out-of-fold scores, writes `probe.json` into
+CHECKPOINT, and writes the blended out-of-fold predictions to --out, a run `grader.report` and `grader.stretch`
+read as any other. The stretch fitted before is removed (it was fitted on unblended scores): refit it on --out.
+"""
+
+import csv
+import json
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .model import Decoded
+from .options import comma_list, parse_options
+from .scale import ScoreScale
+
+PROBE_FILE = "probe.json"
+ALPHAS = tuple(float(a) for a in np.logspace(0, 5, 11))  # ridge penalties tried
+
+
+@dataclass(frozen=True)
+class ScoreProbe:
+    """Standardised summaries -> one score per aspect (ridge), and per aspect the blend of the members' score with
+    it: [members' weight, probe's weight, constant]."""
+
+    aspects: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[list[float]]  # (aspects, features)
+    intercept: list[float]
+    blend: list[list[float]]  # (aspects, 3)
+    report: dict = field(default_factory=dict)  # out-of-fold figures, data, and the command's options
+
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, ...]:
+        """The fields as arrays, made once (the file holds lists; every grade reads them)."""
+        return tuple(np.asarray(x) for x in (self.mean, self.scale, self.coef, self.intercept, self.blend))
+
+    def predict(self, summaries: np.ndarray) -> np.ndarray:
+        """(rows, features) of `AudioStates.summary` -> (rows, aspects), the probe's own scores."""
+        mean, scale, coef, intercept, _ = self._arrays
+        return ((summaries - mean) / scale) @ coef.T + intercept
+
+    def blended(self, decoded: Decoded, summaries: list[torch.Tensor], scale: ScoreScale) -> Decoded:
+        """The members' scores blended with the probe's: the regression through each response's map, clamped to the
+        scale, and the distribution moved class by class (`ScoreScale.fair_average_target`). Word scores are left as
+        they are."""
+        _, _, _, _, blend = self._arrays
+        offset = torch.as_tensor(self.predict(torch.stack(summaries).numpy()) * blend[:, 1] + blend[:, 2],
+                                 dtype=torch.float32)  # (rows, aspects)
+        members = torch.as_tensor(blend[:, 0], dtype=torch.float32)
+        values = scale.values.float()
+        moves = scale.fair_average_target(members[None, :, None] * values + offset[..., None])  # (rows, a, c, c)
+        probs = torch.einsum("rac,racd->rad", decoded.probs.float().cpu(), moves).to(decoded.probs)
+        regression = (members * decoded.regression.float().cpu() + offset).to(decoded.regression)
+        values = values.to(probs.device)
+        return Decoded(scale.clamp(regression), probs, values[probs.argmax(-1)], (probs * values).sum(-1),
+                       decoded.words)
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / PROBE_FILE
+        path.write_text(json.dumps(asdict(self)) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path, aspects: list[str]) -> "ScoreProbe | None":
+        """The checkpoint's probe; None where it has none (then the members' scores are the grade)."""
+        path = Path(folder) / PROBE_FILE
+        if not path.is_file():
+            return None
+        probe = cls(**json.loads(path.read_text()))
+        if probe.aspects != aspects:
+            raise ValueError(f"{path} scores {probe.aspects}, the checkpoint {aspects}")
+        return probe
+
+
+def fit_ridge(features: np.ndarray, targets: np.ndarray, clean: np.ndarray) -> dict:
+    """Ridge on standardised features, its penalty chosen by leave-one-out (RidgeCV's efficient form) on the `clean`
+    rows alone: a view left out would have its clean twin in the fit."""
+    from sklearn.linear_model import Ridge, RidgeCV
+
+    mean, scale = features.mean(0), features.std(0) + 1e-6
+    x = (features - mean) / scale
+    alpha = float(RidgeCV(alphas=ALPHAS).fit(x[clean], targets[clean]).alpha_)
+    ridge = Ridge(alpha=alpha).fit(x, targets)
+    return {"mean": mean.tolist(), "scale": scale.tolist(), "coef": ridge.coef_.tolist(),
+            "intercept": ridge.intercept_.tolist(), "alpha": alpha}
+
+
+def ridge_predict(fitted: dict, features: np.ndarray) -> np.ndarray:
+    return ((features - np.asarray(fitted["mean"])) / np.asarray(fitted["scale"])) @ np.asarray(
+        fitted["coef"]).T + np.asarray(fitted["intercept"])
+
+
+def fit_blend(members: np.ndarray, probe: np.ndarray, human: np.ndarray) -> list[float]:
+    """Least squares: human ~ members * a + probe * b + c, for one aspect."""
+    design = np.column_stack([members, probe, np.ones(len(human))])
+    return np.linalg.lstsq(design, human, rcond=None)[0].tolist()
+
+
+@dataclass
+class ProbeConfig:
+    """Fit a checkpoint's score probe and its blend out of fold, and write the blended out-of-fold predictions."""
+
+    paths: list[str] = field(default_factory=list, metadata={
+        "help": "CHECKPOINT RUN [RUN ...]: the grader, then `grader.train --folds` runs of its members' recipes"})
+    manifest: str = field(default="", metadata={"help": "the manifest the runs were trained on (labels.tsv)"})
+    out: str = field(default="", metadata={"help": "write the blended out-of-fold predictions here (a run folder)"})
+    augment_views: int = field(default=3, metadata={
+        "help": "training views of each clip (grader.train --augment-views): the ridge learns from them too, and "
+                "the report says how far each moves the blend"})
+    fit_views: bool = field(default=True, metadata={"help": "--no-fit-views: fit the ridge on the clean clips alone"})
+    aspects: list[str] = field(default_factory=list, metadata={
+        "parse": comma_list, "help": "blend only these aspects (comma-separated); the others keep the members' "
+                                     "scores; empty: all"})
+    seed: int = field(default=0, metadata={"help": "grader.train's --seed: which views the cache holds"})
+    cache_dir: str = "runs/cache"
+
+    def __post_init__(self):
+        if len(self.paths) < 2 or not self.manifest or not self.out:
+            raise ValueError("name the checkpoint and at least one cross-validated run, --manifest and --out")
+
+
+def summaries(checkpoint: Path, config: ProbeConfig, responses) -> np.ndarray:
+    """(responses, 1 + views, features): each response's summary, clean then its training views, cached."""
+    from .model import GraderModel, read_checkpoint_info
+    from .train import TrainConfig, augmented_views, cached_encodings, recording_names, trimmed_audio
+
+    info = read_checkpoint_info(checkpoint)
+    model = GraderModel.load(checkpoint / info["members"][0] if info.get("members") else checkpoint, "cpu")
+    if model.audio_encoder_trainable:
+        raise SystemExit("the probe reads the frozen encoder's layers: this checkpoint trains its encoder (LoRA)")
+    audio = trimmed_audio(responses)
+    names = recording_names(responses, audio)
+    clean = cached_encodings(model, names, audio.__getitem__, config.cache_dir, summaries=True)
+    if clean[0] is None:
+        raise SystemExit(f"the {model.config.backbone.name} backbone gives no summary of its encoder's layers")
+    views = augmented_views(TrainConfig(manifest=config.manifest, augment_views=config.augment_views,
+                                        seed=config.seed, cache_dir=config.cache_dir), model, responses, names,
+                            summaries=True)
+    return np.stack([torch.stack([c, *v]).numpy() for c, v in zip(clean, views)])
+
+
+def blended_run(out: Path, report: dict, rows: list[dict], words: list[dict], columns: dict[str, np.ndarray],
+                runs: list[str]) -> None:
+    """The blended out-of-fold predictions as a run `grader.report` and `grader.stretch` read: oof.tsv with the blended
+    scores (and, per aspect, the members' and the probe's), the members' word scores, and cv.json."""
+    from .report import oof_figures, row_review_codes
+    from .scale import get_scale
+
+    aspects, scale = report["training"]["model"]["aspects"], get_scale(report["training"]["model"]["scale"])
+    out.mkdir(parents=True, exist_ok=True)
+    table = [{k: v for k, v in r.items() if not k.endswith("_hard")} for r in rows]  # moved classes: no one hard
+    for i, row in enumerate(table):
+        for a, aspect in enumerate(aspects):
+            for name in ("soft", "regression"):
+                row[f"{aspect}_{name}"] = str(float(np.clip(columns[name][i, a], scale.min, scale.max)))
+            for name in ("members", "probe"):
+                row[f"{aspect}_{name}"] = str(columns[name][i, a])
+        row["review"] = "; ".join(row_review_codes(row, aspects, scale))
+    write_rows(out / "oof.tsv", table)
+    if words:
+        write_rows(out / "oof_words.tsv", words)
+    figures = oof_figures(report, table, words, ["regression", "soft"])
+    (out / "cv.json").write_text(json.dumps(report | figures | {
+        "run": out.name, "review_rule": "today's rule, on the blended scores", "blend_of": runs}, indent=2))
+
+
+def main(argv: list[str] | None = None) -> ScoreProbe:
+    from .data import read_manifest
+    from .report import ensemble, read_oof, run_parts
+
+    config = parse_options(ProbeConfig, argv, positional="paths")
+    checkpoint, runs = Path(config.paths[0]), config.paths[1:]
+    loaded = []
+    for run in runs:
+        parts = [(json.loads((p / "cv.json").read_text()), read_oof(p), read_oof(p, "oof_words.tsv"))
+                 for p in run_parts(run)]
+        loaded.append((parts[0][0], [r for _, rows, _ in parts for r in rows], [w for _, _, x in parts for w in x]))
+    report, rows, words = ensemble(loaded) if len(loaded) > 1 else loaded[0]
+    aspects = report["training"]["model"]["aspects"]
+    if set(config.aspects) - set(aspects):
+        raise SystemExit(f"the runs score {', '.join(aspects)}, not {', '.join(set(config.aspects) - set(aspects))}")
+    by_utt = {r.utt_id: r for r in read_manifest(config.manifest, aspects)}
+    if {r["utt_id"] for r in rows} != set(by_utt):
+        raise SystemExit("the runs' out-of-fold rows must cover the manifest's responses, every one")
+    responses = [by_utt[r["utt_id"]] for r in rows]
+    fold = np.array([int(r["fold"]) for r in rows])
+    every = np.ones(len(rows), bool)
+    human = np.array([[r.scores[a] for a in aspects] for r in responses])
+    members, regression = (np.array([[float(r[f"{a}_{d}"]) for a in aspects] for r in rows])
+                           for d in ("soft", "regression"))
+
+    features = summaries(checkpoint, config, responses)  # (responses, 1 + views, features)
+    per_clip, fitted_views = features.shape[1], features.shape[1] if config.fit_views else 1
+
+    def ridge_on(clips: np.ndarray) -> dict:  # the clips of mask `clips` (and their views), with the clips' labels
+        return fit_ridge(features[clips, :fitted_views].reshape(-1, features.shape[-1]),
+                         np.repeat(human[clips], fitted_views, axis=0),
+                         np.tile(np.arange(fitted_views) == 0, int(clips.sum())))
+
+    probe_views, alphas = np.zeros((len(rows), per_clip, len(aspects))), []
+    for k in np.unique(fold):  # each fold's clips and views scored by a ridge fitted on the other folds
+        fitted = ridge_on(fold != k)
+        probe_views[fold == k] = np.stack([ridge_predict(fitted, features[fold == k, v]) for v in range(per_clip)], 1)
+        alphas.append(fitted["alpha"])
+    probe_oof = probe_views[:, 0]
+
+    def blend_on(clips: np.ndarray, a: int) -> list[float]:
+        if config.aspects and aspects[a] not in config.aspects:
+            return [1.0, 0.0, 0.0]  # the members' score as it is
+        return fit_blend(members[clips, a], probe_oof[clips, a], human[clips, a])
+
+    columns = {"members": members, "probe": probe_oof, "soft": np.zeros_like(members),
+               "regression": np.zeros_like(members)}
+    for k in np.unique(fold):  # each fold's blend fitted on the other folds' out-of-fold scores
+        for a in range(len(aspects)):
+            w = blend_on(fold != k, a)
+            for name, score in (("soft", members), ("regression", regression)):
+                columns[name][fold == k, a] = w[0] * score[fold == k, a] + w[1] * probe_oof[fold == k, a] + w[2]
+    blended_run(Path(config.out), report, rows, words, columns, [str(r) for r in runs])
+
+    def pcc(x, y):
+        return float(np.corrcoef(x, y)[0, 1])
+
+    figures = {a: {name: pcc(columns[name][:, k], human[:, k]) for name in ("members", "probe", "soft")}
+               for k, a in enumerate(aspects)}
+    fitted = ridge_on(every)
+    blend = [blend_on(every, a) for a in range(len(aspects))]
+    # how far the probe's part of the blend moves when a recording goes through each training view, out of fold
+    moved = {f"view {v}": {a: float(np.mean(np.abs(blend[k][1] * (probe_views[:, v, k] - probe_oof[:, k]))))
+                           for k, a in enumerate(aspects)} for v in range(1, per_clip)}
+    probe = ScoreProbe(aspects, fitted["mean"], fitted["scale"], fitted["coef"], fitted["intercept"], blend, {
+        "responses": len(rows), "rows": len(rows) * fitted_views, "alpha": fitted["alpha"], "fold_alphas": alphas,
+        "out_of_fold_pcc": figures, "views_move_blend_by": moved, "runs": [str(r) for r in runs],
+        "options": asdict(config)})
+    probe.save(checkpoint)
+    unprobed(checkpoint)
+    for a, f in figures.items():
+        print(f"{a}: out of fold PCC, members {f['members']:.3f}, probe {f['probe']:.3f}, blended {f['soft']:.3f}; "
+              "the probe's part moves by " + ", ".join(f"{m[a]:.2f}" for m in moved.values()) + " under views "
+              + ", ".join(str(v) for v in range(1, per_clip)))
+    print(f"wrote {checkpoint / PROBE_FILE} and the blended out-of-fold predictions to {config.out}; now refit the "
+          f"stretch: python -m grader.stretch {checkpoint} {config.out}")
+    return probe
+
+
+def unprobed(checkpoint: Path) -> None:
+    """Name the checkpoint's new scores (stored with every grade) and drop its stretch, fitted on the old ones."""
+    path = checkpoint / "grader.json"
+    info = json.loads(path.read_text())
+    base = info.pop("stretch", {}).get("of", info.get("checkpoint_id", checkpoint.name))
+    info["checkpoint_id"] = base if base.endswith("+probe") else f"{base}+probe"
+    path.write_text(json.dumps(info, indent=2))
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
