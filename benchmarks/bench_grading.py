@@ -8,6 +8,8 @@ Variants (each runs in its own process, so load time and peak RSS are its own):
     optimised  the shipped path: real-length encoding (masked), length-bucketed batches via
                Grader.assess_batch, torch.inference_mode, torch.set_num_threads(--threads)
     bf16       the optimised path with Grader.load(precision="bf16") (autocast); scores are compared with fp32
+    no-probe   the optimised path with the checkpoint's score probe (grader.probe) off: what the probe costs, and
+               how far it moves the scores
 
 Latency clips are built from real speech: speechocean762 read-aloud clips concatenated to 5, 15 and 30 s and
 written as temporary FLACs, so each timed grade decodes a real file. Throughput uses --batch-clips original
@@ -57,7 +59,7 @@ class GradingBench:
     naive_batch_clips: int = field(default=0, metadata={"help": "clips for the naive throughput; 0: --batch-clips"})
     batch_size: int = 16
     threads: int = field(default=0, metadata={"help": "torch threads for the optimised variants; 0: usable cores"})
-    variants: str = field(default="naive,optimised,bf16", metadata={"help": "any of naive, optimised, bf16"})
+    variants: str = field(default="naive,optimised,bf16", metadata={"help": "any of naive, optimised, bf16, no-probe"})
     seed: int = 0
     out: str = field(default="benchmarks/results/grading.json", metadata={"help": "results file ('' : none)"})
     variant: str = field(default="", metadata={"help": "internal: run one variant in this process"})
@@ -124,6 +126,8 @@ def run_variant(opts: GradingBench) -> dict:
     grader = Grader.load(checkpoint, device="cpu", pad_to_30s=naive,
                          precision="bf16" if opts.variant == "bf16" else "fp32")
     load_s = time.perf_counter() - t0
+    if opts.variant == "no-probe":
+        grader.probe = None
 
     plan = json.loads((Path(opts.workdir) / "plan.json").read_text())
 

@@ -4,15 +4,16 @@ Each member grades from the encoder's last layer, through its decoder. A ridge r
 over time of every encoder layer (the lower layers keep more of the voice, the pitch and the timing than the last,
 which Whisper shaped for its decoder) predicts every aspect too, less well alone but with other errors: out of fold
 the two blended, each aspect's weights fitted by least squares, agree with the experts better on fluency and
-prosody (model card, "The score probe"). The probe costs nothing on the grading path: the encoder runs anyway,
-and its summary (`AudioStates.summary`) is a mean over frames.
+prosody, and the shipped default blends those two (model card, "The score probe"; on total and accuracy the blend's
+pull toward the middle costs the weak band more than it gains). It costs next to nothing on the grading path: the
+encoder runs anyway, and its summary (`AudioStates.summary`) is a mean over frames.
 
 The blend moves the class distribution with the score, as the stretch does: for each response the map sends class
 value v to `members * v + probe * p + constant` (p the probe's score), each class's probability split between the
 two nearest classes, so the soft score is still the distribution's expectation (but for mass sent past the scale's
 end, which stays there).
 
-    python -m grader.probe CHECKPOINT RUN [RUN ...] --manifest labels.tsv --out runs/cv-probe
+    python -m grader.probe CHECKPOINT RUN [RUN ...] --manifest labels.tsv --aspects fluency,prosodic --out runs/cv-probe
 
 fits the ridge on every response of the manifest and its training views (grader.train `--augment-views 3`: noise,
 a room, a telephone band, each taught its clean twin's labels, so the probe learns what the channel does not

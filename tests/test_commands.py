@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("command", ["report", "stretch", "ensemble", "channel"])
+@pytest.mark.parametrize("command", ["report", "stretch", "ensemble", "channel", "probe"])
 def test_help_prints_the_usage_and_nothing_warns(command):
     done = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", f"grader.{command}", "--help"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
