@@ -25,7 +25,7 @@ read as any other. The stretch fitted before is removed (it was fitted on unblen
 
 import csv
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -96,22 +96,18 @@ class ScoreProbe:
         return probe
 
 
-def fit_ridge(features: np.ndarray, targets: np.ndarray, clean: np.ndarray) -> dict:
-    """Ridge on standardised features, its penalty chosen by leave-one-out (RidgeCV's efficient form) on the `clean`
-    rows alone: a view left out would have its clean twin in the fit."""
+def fit_ridge(aspects: list[str], features: np.ndarray, targets: np.ndarray,
+              clean: np.ndarray) -> tuple[ScoreProbe, float]:
+    """Ridge on standardised features (a probe that does not blend yet) and its penalty, chosen by leave-one-out
+    (RidgeCV's efficient form) on the `clean` rows alone: a view left out would have its clean twin in the fit."""
     from sklearn.linear_model import Ridge, RidgeCV
 
     mean, scale = features.mean(0), features.std(0) + 1e-6
     x = (features - mean) / scale
     alpha = float(RidgeCV(alphas=ALPHAS).fit(x[clean], targets[clean]).alpha_)
     ridge = Ridge(alpha=alpha).fit(x, targets)
-    return {"mean": mean.tolist(), "scale": scale.tolist(), "coef": ridge.coef_.tolist(),
-            "intercept": ridge.intercept_.tolist(), "alpha": alpha}
-
-
-def ridge_predict(fitted: dict, features: np.ndarray) -> np.ndarray:
-    return ((features - np.asarray(fitted["mean"])) / np.asarray(fitted["scale"])) @ np.asarray(
-        fitted["coef"]).T + np.asarray(fitted["intercept"])
+    return ScoreProbe(aspects, mean.tolist(), scale.tolist(), ridge.coef_.tolist(), ridge.intercept_.tolist(),
+                      [[1.0, 0.0, 0.0]] * len(aspects)), alpha
 
 
 def fit_blend(members: np.ndarray, probe: np.ndarray, human: np.ndarray) -> list[float]:
@@ -216,16 +212,16 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
     features = summaries(checkpoint, config, responses)  # (responses, 1 + views, features)
     per_clip, fitted_views = features.shape[1], features.shape[1] if config.fit_views else 1
 
-    def ridge_on(clips: np.ndarray) -> dict:  # the clips of mask `clips` (and their views), with the clips' labels
-        return fit_ridge(features[clips, :fitted_views].reshape(-1, features.shape[-1]),
+    def ridge_on(clips: np.ndarray) -> tuple[ScoreProbe, float]:  # the clips of mask `clips` (and their views)
+        return fit_ridge(aspects, features[clips, :fitted_views].reshape(-1, features.shape[-1]),
                          np.repeat(human[clips], fitted_views, axis=0),
                          np.tile(np.arange(fitted_views) == 0, int(clips.sum())))
 
     probe_views, alphas = np.zeros((len(rows), per_clip, len(aspects))), []
     for k in np.unique(fold):  # each fold's clips and views scored by a ridge fitted on the other folds
-        fitted = ridge_on(fold != k)
-        probe_views[fold == k] = np.stack([ridge_predict(fitted, features[fold == k, v]) for v in range(per_clip)], 1)
-        alphas.append(fitted["alpha"])
+        ridge, alpha = ridge_on(fold != k)
+        probe_views[fold == k] = np.stack([ridge.predict(features[fold == k, v]) for v in range(per_clip)], 1)
+        alphas.append(alpha)
     probe_oof = probe_views[:, 0]
 
     def blend_on(clips: np.ndarray, a: int) -> list[float]:
@@ -247,13 +243,13 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
 
     figures = {a: {name: pcc(columns[name][:, k], human[:, k]) for name in ("members", "probe", "soft")}
                for k, a in enumerate(aspects)}
-    fitted = ridge_on(every)
+    ridge, alpha = ridge_on(every)
     blend = [blend_on(every, a) for a in range(len(aspects))]
     # how far the probe's part of the blend moves when a recording goes through each training view, out of fold
     moved = {f"view {v}": {a: float(np.mean(np.abs(blend[k][1] * (probe_views[:, v, k] - probe_oof[:, k]))))
                            for k, a in enumerate(aspects)} for v in range(1, per_clip)}
-    probe = ScoreProbe(aspects, fitted["mean"], fitted["scale"], fitted["coef"], fitted["intercept"], blend, {
-        "responses": len(rows), "rows": len(rows) * fitted_views, "alpha": fitted["alpha"], "fold_alphas": alphas,
+    probe = replace(ridge, blend=blend, report={
+        "responses": len(rows), "rows": len(rows) * fitted_views, "alpha": alpha, "fold_alphas": alphas,
         "out_of_fold_pcc": figures, "views_move_blend_by": moved, "runs": [str(r) for r in runs],
         "options": asdict(config)})
     probe.save(checkpoint)
