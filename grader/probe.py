@@ -1,11 +1,11 @@
 """The score probe: what the members' decoders miss of how an answer sounds, read off every layer of the audio encoder.
 
 Each member grades from the encoder's last layer, through its decoder. A ridge regression on the mean and spread
-over time of every encoder layer (the lower layers keep more of the voice, the pitch and the timing than the last,
-which Whisper shaped for its decoder) predicts every aspect too, less well alone but with other errors: out of fold
-the two blended, each aspect's weights fitted by least squares, agree with the experts better on fluency and
-prosody, and the shipped default blends those two (model card, "The score probe"; on total and accuracy the blend's
-pull toward the middle costs the weak band more than it gains). It costs next to nothing on the grading path: the
+over time of every encoder layer (the lower ones less shaped for Whisper's decoder than the last) predicts every
+aspect too, less well alone but with other errors: out of fold the two blended, each aspect's weights fitted by
+least squares, agree with the experts better on fluency and prosody, and the shipped default blends those two
+(model card, "The score probe"; on total and accuracy the blend's pull toward the middle costs the weak band more
+than it gains). It costs next to nothing on the grading path: the
 encoder runs anyway, and its summary (`AudioStates.summary`) is a mean over frames.
 
 The blend moves the class distribution with the score, as the stretch does: for each response the map sends class
