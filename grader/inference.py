@@ -119,6 +119,7 @@ class Prediction:
     words_note: str | None = None
     uncalibrated: bool = False  # a zero-shot grade (Grader.zero_shot): see ZERO_SHOT_NOTE
     stretch: float | None = None  # the strength of the checkpoint's stretch (grader.stretch), if it has one
+    blended: list[str] = field(default_factory=list)  # the aspects blended with the checkpoint's score probe
 
     @property
     def headline(self) -> str:
@@ -136,6 +137,7 @@ class Prediction:
                                "probs": [round(p, 4) for p in v.probs]} for k, v in self.scores.items()},
                 "words": self.words} | ({"words_note": self.words_note} if self.words_note else {}) | (
                     {"stretch": self.stretch} if self.stretch else {}) | (
+                    {"blended": self.blended} if self.blended else {}) | (
                     {"uncalibrated": True, "note": ZERO_SHOT_NOTE} if self.uncalibrated else {})
 
 
@@ -331,7 +333,8 @@ class Grader:
             words = [{"word": word, **{a: round(float(v), 2) for a, v in zip(self.word_aspects, row)}}
                      for word, row in zip(prompt.split(), decoded.words[i].tolist())]
         return Prediction(scores, self.scale, self.checkpoint_id, latency, words, note, uncalibrated=self.uncalibrated,
-                          stretch=self.info["stretch"]["strength"] if self.stretches else None)
+                          stretch=self.info["stretch"]["strength"] if self.stretches else None,
+                          blended=self.probe.blended_aspects if self.probe else [])
 
 
 @dataclass(frozen=True)

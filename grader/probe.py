@@ -58,6 +58,11 @@ class ScoreProbe:
         """The fields as arrays, made once (the file holds lists; every grade reads them)."""
         return tuple(np.asarray(x) for x in (self.mean, self.scale, self.coef, self.intercept, self.blend))
 
+    @property
+    def blended_aspects(self) -> list[str]:
+        """The aspects whose score the probe moves (the others keep the members' score)."""
+        return [a for a, w in zip(self.aspects, self.blend) if w[1] != 0]
+
     def predict(self, summaries: np.ndarray) -> np.ndarray:
         """(rows, features) of `AudioStates.summary` -> (rows, aspects), the probe's own scores."""
         mean, scale, coef, intercept, _ = self._arrays

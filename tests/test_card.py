@@ -80,6 +80,8 @@ def test_the_card_says_what_its_one_number_is(shipped, speech_clip):
     for sentence in ABOUT.values():
         assert sentence in about
     assert p.stretch == 0.5 and STRETCHED.format(0.5) in about and "50% of the way" in about  # the shipped stretch
+    assert p.blended == ["fluency", "prosodic"] and "<strong>Blended</strong>: Fluency and prosodic also weigh" in about
+    assert p.to_dict()["blended"] == ["fluency", "prosodic"]  # the API and grader.predict say so too
 
 
 def test_the_range_is_the_narrowest_run_holding_most_of_the_probability(shipped):

@@ -105,6 +105,7 @@ def test_the_command_fits_a_probe_that_grading_then_reads(tiny_whisper, tiny_che
     assert grader.probe == probe and grader.checkpoint_id == "tiny+probe-stretch0.5"
     a = grader.assess(small_manifest.parent / "audio" / "000010011.flac", "WE CALL IT BEAR")
     s = a.prediction.scores["fluency"]
+    assert a.to_dict()["blended"] == probe.blended_aspects == probe.aspects  # the command blends every aspect unasked
     assert s.soft == pytest.approx(float(np.dot(s.probs, SCALE.values.numpy())), abs=1e-4)
     b = before.assess(small_manifest.parent / "audio" / "000010011.flac", "WE CALL IT BEAR")
     assert s.soft != pytest.approx(b.prediction.scores["fluency"].soft, abs=1e-3)

@@ -19,6 +19,8 @@ ABOUT = {"soft": "the expected score: the average of the grader's probabilities 
                  "is spread"}
 STRETCHED = ("all three and the chart are moved away from the grader's average, {:.0%} of the way to the spread of "
              "the experts' scores: trained on few weak answers, a grader scores them too high (see the model card)")
+BLENDED = ("{} also weigh a second reading of the recording, a linear model on every layer of the audio encoder, "
+           "blended with the grader's own by weights fitted on speakers it never heard (see the model card)")
 
 
 def result_card(graded) -> str:
@@ -56,6 +58,8 @@ def result_card(graded) -> str:
              f'<th scope="col">regression</th><th scope="col">most likely</th></tr>{rows}</table><ul>'
              + "".join(f"<li><strong>{name}</strong>: {ABOUT[key]}.</li>" for name, key in (
                  ("Expected (soft)", "soft"), ("Regression", "regression"), ("Most likely", "hard")))
+             + (f"<li><strong>Blended</strong>: {html.escape(_sentence(BLENDED.format(_listed(p.blended))))}.</li>"
+                if p.blended else "")
              + (f"<li><strong>Stretched</strong>: {STRETCHED.format(p.stretch)}.</li>" if p.stretch else "")
              + "</ul></details>")
     return (f'<div class="card"><div class="headline"><span class="label">{html.escape(p.headline)}</span>'
@@ -88,6 +92,11 @@ def _expert_band(scale, score: float) -> str | None:
         return None
     low, high = next(b for b in BANDS if score < b[1] + 1 or b == BANDS[-1])
     return f"band {low}–{high}"
+
+
+def _listed(names: list[str]) -> str:
+    """"fluency", "fluency and prosodic", "total, fluency and prosodic": names in a sentence."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def _sentence(text: str) -> str:
