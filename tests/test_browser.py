@@ -228,6 +228,7 @@ def test_the_card_shows_its_headline_and_the_disclosure_opens(speechocean_clips,
         expect(heads).to_be_visible()
         expect(heads).to_contain_text("most likely")
         expect(page.locator(".card details.about")).to_contain_text("a second estimate")
+        expect(page.locator(".card details.about")).to_contain_text("Fluency and prosodic also weigh a second reading")
         header = heads.locator("th").nth(1).bounding_box()
         assert header["height"] < 40, header  # one line, not wrapped letter by letter
         panel = page.locator("#evidence-panel").first
