@@ -1,7 +1,8 @@
 """Does the score depend on the answer or on the recording? The same held-out answers graded clean and after each
 perturbation a real recording goes through: silence (room tone) before and after, a quieter microphone, noise,
 a small room's reverb, a telephone line, lossy codecs. For each: the mean change of the total (soft) and the share
-of answers whose total moves by more than 0.5.
+of answers whose total moves by more than 0.5 (`--aspect fluency`: of that aspect's score instead; the targets and
+the answers graded against another sentence are the total's).
 
 Clips: `--clips` answers of held-out speakers, graded through the front door (`Grader.assess_batch`) with their
 reference text: by default the speakers grader.train holds out (`--dev-speakers 25 --seed 0`); with `--folds 5
@@ -53,6 +54,8 @@ class RobustnessBench:
     only: str = field(default="", metadata={"help": "perturbations whose name holds one of these words "
                                                     "(comma-separated); empty: all"})
     trim: bool = field(default=True, metadata={"help": "trim to the speech, as the app grades; --no-trim: whole"})
+    aspect: str = field(default="total", metadata={
+        "help": "the aspect whose soft score is measured (the targets are the total's)"})
     batch_size: int = 16
     threads: int = field(default=0, metadata={"help": "torch threads; 0: usable cores"})
     out: str = field(default="benchmarks/results/robustness.json", metadata={"help": "results file ('' : none)"})
@@ -112,16 +115,16 @@ def another_sentence(own: np.ndarray, other: np.ndarray, codes: list[set[str]]) 
             "flagged_mismatch": round(float(np.mean(["reference_mismatch" in c for c in codes])), 4)}
 
 
-def judge(name: str, row: dict) -> dict | None:
-    target = TARGETS.get(name)
+def judge(name: str, row: dict, aspect: str) -> dict | None:
+    target = TARGETS.get(name) if aspect == "total" else None
     if target is None:
         return None
     met = row["moved_over_0_5"] <= target["moved"] and abs(row["mean_change"]) <= target.get("mean_abs", np.inf)
     return {**target, "met": bool(met)}
 
 
-def table(rows: dict) -> str:
-    lines = ["| perturbation | mean change of the total | answers moving by more than 0.5 | max change | target | "
+def table(rows: dict, aspect: str = "total") -> str:
+    lines = [f"| perturbation | mean change of the {aspect} | answers moving by more than 0.5 | max change | target | "
              "moved, no review reason | " + " | ".join(f"flagged {f}" for f in RECORDING_FLAGS) + " |",
              "|---|---|---|---|---|---|" + "---|" * len(RECORDING_FLAGS)]
     for name, r in rows.items():
@@ -147,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(opts.threads or len(os.sched_getaffinity(0)))
     grader = Grader.load(resolve(opts.checkpoint), device="cpu")
-    responses = read_manifest(resolve(opts.data) / "labels.tsv", ["total"])
+    responses = read_manifest(resolve(opts.data) / "labels.tsv", sorted({"total", opts.aspect}))
     if opts.folds:  # grader.train --folds deals speakers by their mean total, so with that target
         responses = [r for r, k in zip(responses, speaker_folds(responses, opts.folds, opts.seed, target="total"))
                      if k == opts.fold]
@@ -164,12 +167,12 @@ def main(argv: list[str] | None = None) -> dict:
     started, t0 = load1(), time.perf_counter()
 
     def graded(recordings: list, read: list[str] = texts) -> tuple[np.ndarray, list[set[str]]]:
-        """Each answer's total (soft) and review reasons, graded against the reference texts `read`."""
+        """Each answer's soft score of --aspect and its review reasons, graded against the reference texts `read`."""
         assessed = grader.assess_batch(recordings, read, options, opts.batch_size)
         refused = [r.utt_id for r, a in zip(responses, assessed) if not a.scorable]
         if refused:
             raise SystemExit(f"the gate refused {len(refused)} perturbed answers, e.g. {refused[0]}")
-        return (np.array([a.prediction.scores["total"].soft for a in assessed]),
+        return (np.array([a.prediction.scores[opts.aspect].soft for a in assessed]),
                 [{r.code for r in a.review} for a in assessed])
 
     clean, clean_codes = graded(audios)
@@ -179,20 +182,24 @@ def main(argv: list[str] | None = None) -> dict:
             noise_rng = np.random.default_rng([opts.seed, k])
             perturbed = [perturb(a, noise_rng, Path(tmp)) for a in audios]
             rows[name] = change(clean, *graded([p if isinstance(p, Path) else p.astype(np.float32) for p in perturbed]))
-            rows[name]["target"] = judge(name, rows[name])
+            rows[name]["target"] = judge(name, rows[name], opts.aspect)
             print(f"{name:24s} mean change {rows[name]['mean_change']:+.3f}, moved > 0.5: "
                   f"{rows[name]['moved_over_0_5']:.1%}, of them with no review reason: "
                   f"{rows[name]['moved_unreviewed']:.1%}; flagged "
                   + ", ".join(f"{f}: {rows[name][f'flagged_{f}']:.1%}" for f in RECORDING_FLAGS), flush=True)
-    other, other_codes = graded(audios, other_texts(texts, rng))
-    another = another_sentence(clean, other, other_codes)
-    print(f"another sentence's reference: mean total {another['mean_total_own']:.2f} with its own, "
-          f"{another['mean_total_other']:.2f} with another; below {LOW} {another['other_below_low']:.1%}, flagged "
-          f"reference_mismatch {another['flagged_mismatch']:.1%}", flush=True)
+    another = None
+    if opts.aspect == "total":
+        other, other_codes = graded(audios, other_texts(texts, rng))
+        another = another_sentence(clean, other, other_codes)
+        print(f"another sentence's reference: mean total {another['mean_total_own']:.2f} with its own, "
+              f"{another['mean_total_other']:.2f} with another; below {LOW} {another['other_below_low']:.1%}, "
+              f"flagged reference_mismatch {another['flagged_mismatch']:.1%}", flush=True)
     results = {
         "benchmark": "robustness", "options": asdict(opts), "checkpoint": grader.checkpoint_id,
         "clips": len(responses), "speakers": len({r.speaker for r in responses}),
-        "clean": {"total_soft_vs_human": score_metrics(clean.tolist(), [r.scores["total"] for r in responses]),
+        "aspect": opts.aspect,
+        "clean": {f"{opts.aspect}_soft_vs_human": score_metrics(clean.tolist(),
+                                                                [r.scores[opts.aspect] for r in responses]),
                   **flagged(clean_codes)},
         "perturbations": rows, "another_sentence": another, "seconds": round(time.perf_counter() - t0),
         "machine": {"usable_cores": len(os.sched_getaffinity(0)), "threads": torch.get_num_threads(),
@@ -200,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
         "when": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
     print()
-    print(table(rows))
+    print(table(rows, opts.aspect))
     if opts.out:
         write_results(results, resolve(opts.out))
     return results
