@@ -191,20 +191,21 @@ def blended_run(out: Path, report: dict, rows: list[dict], words: list[dict], co
 
 def main(argv: list[str] | None = None) -> ScoreProbe:
     from .data import read_manifest
-    from .report import ensemble, read_oof, run_parts
+    from .model import read_checkpoint_info
+    from .report import ensemble, load_run
 
     config = parse_options(ProbeConfig, argv, positional="paths")
     checkpoint, runs = Path(config.paths[0]), config.paths[1:]
-    loaded = []
-    for run in runs:
-        parts = [(json.loads((p / "cv.json").read_text()), read_oof(p), read_oof(p, "oof_words.tsv"))
-                 for p in run_parts(run)]
-        loaded.append((parts[0][0], [r for _, rows, _ in parts for r in rows], [w for _, _, x in parts for w in x]))
+    loaded = [load_run(run) for run in runs]
     report, rows, words = ensemble(loaded) if len(loaded) > 1 else loaded[0]
     aspects = report["training"]["model"]["aspects"]
     if set(config.aspects) - set(aspects):
         raise SystemExit(f"the runs score {', '.join(aspects)}, not {', '.join(set(config.aspects) - set(aspects))}")
-    by_utt = {r.utt_id: r for r in read_manifest(config.manifest, aspects)}
+    try:
+        by_utt = {r.utt_id: r for r in read_manifest(config.manifest, aspects)}
+        read_checkpoint_info(checkpoint)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"cannot fit the probe: {e}")
     if {r["utt_id"] for r in rows} != set(by_utt):
         raise SystemExit("the runs' out-of-fold rows must cover the manifest's responses, every one")
     responses = [by_utt[r["utt_id"]] for r in rows]

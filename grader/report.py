@@ -243,6 +243,21 @@ def joined(parts: list[tuple[dict, list, list]], name: str) -> tuple[dict, list,
     return report | figures | {"run": name, "training": report["training"] | {"run_folds": ran}}, rows, words
 
 
+def load_run(run: str | Path) -> tuple[dict, list, list]:
+    """A finished `grader.train --folds` run (or `A+B`, runs of disjoint folds joined): its report, out-of-fold
+    rows and word rows; a clear exit for a folder that is not one."""
+    parts = []
+    for part in run_parts(run):
+        path = part / "cv.json"
+        if not path.is_file():
+            raise SystemExit(f"{part} has no cv.json: not a finished `grader.train --folds` run")
+        parts.append((json.loads(path.read_text()), read_oof(part), read_oof(part, "oof_words.tsv")))
+    try:
+        return joined(parts, str(run)) if len(parts) > 1 else parts[0]
+    except ValueError as e:
+        raise SystemExit(str(e))
+
+
 def ensemble(runs: list[tuple[dict, list, list]]) -> tuple[dict, list, list]:
     """The out-of-fold figures of the runs' mean prediction (regression and soft, each aspect; each word's scores
     over the runs that have word heads), from each run's (report, rows, word rows). Every run's prediction of a
@@ -392,16 +407,7 @@ def main(argv: list[str] | None = None) -> None:
     options = parse_options(ReportOptions, argv, positional="runs")
     loaded = []  # (report, out-of-fold rows, word rows) per run
     for run in options.runs:
-        parts = []
-        for part in run_parts(run):
-            path = part / "cv.json"
-            if not path.is_file():
-                raise SystemExit(f"{part} has no cv.json: not a finished `grader.train --folds` run")
-            parts.append((json.loads(path.read_text()), read_oof(part), read_oof(part, "oof_words.tsv")))
-        try:
-            report, rows, words = joined(parts, run) if len(parts) > 1 else parts[0]
-        except ValueError as e:
-            raise SystemExit(str(e))
+        report, rows, words = load_run(run)
         loaded.append(restrict(report, rows, words, set(options.folds)) if options.folds else (report, rows, words))
     if options.ensemble:
         loaded.append(ensemble(loaded))

@@ -87,6 +87,10 @@ def test_the_command_fits_a_probe_that_grading_then_reads(tiny_whisper, tiny_che
     assert before.probe is None
     info = json.loads((checkpoint / "grader.json").read_text())
     (checkpoint / "grader.json").write_text(json.dumps(info | {"stretch": {"of": "tiny", "aspects": {}}}))
+    with pytest.raises(SystemExit, match="no cv.json"):  # a folder that is not a cross-validated run
+        probe_main([str(checkpoint), str(tmp_path), "--manifest", str(small_manifest), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="cannot fit the probe: manifest not found"):
+        probe_main([str(checkpoint), str(run), "--manifest", str(tmp_path / "none.tsv"), "--out", str(tmp_path / "x")])
     probe = probe_main([str(checkpoint), str(run), "--manifest", str(small_manifest), "--out", str(tmp_path / "blend"),
                         "--augment-views", "1", "--cache-dir", cache])
     assert probe.report["responses"] == 36 and probe.report["rows"] == 72
