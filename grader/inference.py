@@ -120,6 +120,7 @@ class Prediction:
     uncalibrated: bool = False  # a zero-shot grade (Grader.zero_shot): see ZERO_SHOT_NOTE
     stretch: float | None = None  # the strength of the checkpoint's stretch (grader.stretch), if it has one
     blended: list[str] = field(default_factory=list)  # the aspects blended with the checkpoint's score probe
+    blended_words: bool = False  # the blend weighed this answer's word scores (grader.probe)
 
     @property
     def headline(self) -> str:
@@ -137,8 +138,13 @@ class Prediction:
                                "probs": [round(p, 4) for p in v.probs]} for k, v in self.scores.items()},
                 "words": self.words} | ({"words_note": self.words_note} if self.words_note else {}) | (
                     {"stretch": self.stretch} if self.stretch else {}) | (
-                    {"blended": self.blended} if self.blended else {}) | (
+                    {"blended": self.blended, "blended_words": self.blended_words} if self.blended else {}) | (
                     {"uncalibrated": True, "note": ZERO_SHOT_NOTE} if self.uncalibrated else {})
+
+
+def word_aspects(members: list[GraderModel]) -> list[str]:
+    """The word-level scores an ensemble gives: its members' with word heads (grader.ensemble keeps them alike)."""
+    return next((m.config.word_aspects for m in members if m.word_heads is not None), [])
 
 
 class Grader:
@@ -188,7 +194,7 @@ class Grader:
                         "several times slower than fp32; use fp32 here", device, hardware)
         frozen = not model.audio_encoder_trainable  # the probes read the frozen encoder's states
         channel = ChannelProbe.load(folder) if frozen else None
-        probe = ScoreProbe.load(folder, model.config.aspects) if frozen else None
+        probe = ScoreProbe.load(folder, model.config.aspects, word_aspects(members or [model])) if frozen else None
         return cls(model, info.get("checkpoint_id", folder.name), info, precision, members, channel, probe)
 
     @classmethod
@@ -231,7 +237,7 @@ class Grader:
     @property
     def word_aspects(self) -> list[str]:
         """The word-level scores the grader gives (empty: no member has word heads)."""
-        return next((m.config.word_aspects for m in self.members if m.word_heads is not None), [])
+        return word_aspects(self.members)
 
     def assess(self, recording: str | Path | np.ndarray, reference_text: str | None = None,
                options: "AssessOptions | None" = None) -> "Assessment":
@@ -332,9 +338,11 @@ class Grader:
         else:
             words = [{"word": word, **{a: round(float(v), 2) for a, v in zip(self.word_aspects, row)}}
                      for word, row in zip(prompt.split(), decoded.words[i].tolist())]
+        scored = decoded.words[i] if decoded.words else None
         return Prediction(scores, self.scale, self.checkpoint_id, latency, words, note, uncalibrated=self.uncalibrated,
                           stretch=self.info["stretch"]["strength"] if self.stretches else None,
-                          blended=self.probe.blended_aspects if self.probe else [])
+                          blended=self.probe.blended_aspects(scored) if self.probe else [],
+                          blended_words=bool(self.probe and self.probe.reads_words(scored)))
 
 
 @dataclass(frozen=True)

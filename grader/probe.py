@@ -1,26 +1,32 @@
-"""The score probe: what the members' decoders miss of how an answer sounds, read off every layer of the audio encoder.
+"""The score probe: what the members' sentence scores miss, read off every layer of the audio encoder and off the
+members' own word scores.
 
 Each member grades from the encoder's last layer, through its decoder. A ridge regression on the mean and spread
 over time of every encoder layer (the lower ones less shaped for Whisper's decoder than the last) predicts every
-aspect too, less well alone but with other errors: out of fold the two blended, each aspect's weights fitted by
-least squares, agree with the experts better on fluency and prosody, and the shipped default blends those two
-(model card, "The score probe"; on total and accuracy the blend's pull toward the middle costs the weak band more
-than it gains). It costs next to nothing on the grading path: the
-encoder runs anyway, and its summary (`AudioStates.summary`) is a mean over frames.
+aspect too, less well alone but with other errors. The members' word heads, trained on the experts' word scores,
+see each word where the sentence heads see the whole answer: the lowest and the mean of their word accuracies tell
+of the one badly spoken word that a sentence score averages away. Out of fold, the members' score blended with the
+probe's and with those two, each aspect's weights fitted by least squares, agrees with the experts better on every
+aspect and scores weak answers closer to the experts (model card, "The score probe"). It costs next to nothing on
+the grading path: the encoder runs anyway, its summary (`AudioStates.summary`) is a mean over frames, and the word
+scores are graded anyway.
+
+A response without word scores (no reference text) gets a second blend, of the members' score and the probe's only.
 
 The blend moves the class distribution with the score, as the stretch does: for each response the map sends class
-value v to `members * v + probe * p + constant` (p the probe's score), each class's probability split between the
-two nearest classes, so the soft score is still the distribution's expectation (but for mass sent past the scale's
-end, which stays there).
+value v to `members * v + (the blend's other terms)`, each class's probability split between the two nearest
+classes, so the soft score is still the distribution's expectation (but for mass sent past the scale's end, which
+stays there).
 
-    python -m grader.probe CHECKPOINT RUN [RUN ...] --manifest labels.tsv --aspects fluency,prosodic --out runs/cv-probe
+    python -m grader.probe CHECKPOINT RUN [RUN ...] --manifest labels.tsv --out runs/cv-probe
 
 fits the ridge on every response of the manifest and its training views (grader.train `--augment-views 3`: noise,
 a room, a telephone band, each taught its clean twin's labels, so the probe learns what the channel does not
 move), with each fold of the RUNs (`grader.train --folds` runs of CHECKPOINT's members' recipes) predicted by a
-ridge fitted on the other folds; fits the blend on the RUNs' mean out-of-fold scores, writes `probe.json` into
-CHECKPOINT, and writes the blended out-of-fold predictions to --out, a run `grader.report` and `grader.stretch`
-read as any other. The stretch fitted before is removed (it was fitted on unblended scores): refit it on --out.
+ridge fitted on the other folds; fits the blends on the RUNs' mean out-of-fold scores (sentence and word), writes
+`probe.json` into CHECKPOINT, and writes the blended out-of-fold predictions to --out, a run `grader.report` and
+`grader.stretch` read as any other. The stretch fitted before is removed (it was fitted on unblended scores): refit
+it on --out.
 """
 
 import csv
@@ -37,52 +43,76 @@ from .options import comma_list, parse_options
 from .scale import ScoreScale
 
 PROBE_FILE = "probe.json"
+BLEND_INPUTS = ("members", "probe", "lowest word accuracy", "mean word accuracy", "constant")  # a blend's weights
+WORD_ASPECT = "accuracy"  # the members' word score the blend reads
 ALPHAS = tuple(float(a) for a in np.logspace(0, 5, 11))  # ridge penalties tried
 
 
 @dataclass(frozen=True)
 class ScoreProbe:
     """Standardised summaries -> one score per aspect (ridge), and per aspect the blend of the members' score with
-    it: [members' weight, probe's weight, constant]."""
+    it and with their word scores: weights on `BLEND_INPUTS`."""
 
     aspects: list[str]
     mean: list[float]
     scale: list[float]
     coef: list[list[float]]  # (aspects, features)
     intercept: list[float]
-    blend: list[list[float]]  # (aspects, 3)
+    blend: list[list[float]]  # (aspects, BLEND_INPUTS): a response with word scores
+    blend_without_words: list[list[float]]  # the same, its word weights 0: a response without
+    word_aspects: list[str] = field(default_factory=list)  # the members' word scores the blend was fitted on
     report: dict = field(default_factory=dict)  # out-of-fold figures, data, and the command's options
 
     @cached_property
     def _arrays(self) -> tuple[np.ndarray, ...]:
         """The fields as arrays, made once (the file holds lists; every grade reads them)."""
-        return tuple(np.asarray(x) for x in (self.mean, self.scale, self.coef, self.intercept, self.blend))
+        return tuple(np.asarray(x) for x in (self.mean, self.scale, self.coef, self.intercept))
 
-    @property
-    def blended_aspects(self) -> list[str]:
-        """The aspects whose score the probe moves (the others keep the members' score)."""
-        return [a for a, w in zip(self.aspects, self.blend) if w[1] != 0]
+    def blend_for(self, words: torch.Tensor | None) -> list[list[float]]:
+        """The blend for a response with these word scores (None: without any)."""
+        return self.blend_without_words if self.word_summary(words) is None else self.blend
+
+    def blended_aspects(self, words: torch.Tensor | None) -> list[str]:
+        """The aspects whose score the probe moves for a response with these word scores (the others keep the
+        members' score)."""
+        keep = [1.0] + [0.0] * (len(BLEND_INPUTS) - 1)
+        return [a for a, w in zip(self.aspects, self.blend_for(words)) if w != keep]
+
+    def reads_words(self, words: torch.Tensor | None) -> bool:
+        """Whether the blend of a response with these word scores weighs them."""
+        return any(w[2] or w[3] for w in self.blend_for(words))
 
     def predict(self, summaries: np.ndarray) -> np.ndarray:
         """(rows, features) of `AudioStates.summary` -> (rows, aspects), the probe's own scores."""
-        mean, scale, coef, intercept, _ = self._arrays
+        mean, scale, coef, intercept = self._arrays
         return ((summaries - mean) / scale) @ coef.T + intercept
 
     def blended(self, decoded: Decoded, summaries: list[torch.Tensor], scale: ScoreScale) -> Decoded:
-        """The members' scores blended with the probe's: the regression through each response's map, clamped to the
-        scale, and the distribution moved class by class (`ScoreScale.fair_average_target`). Word scores are left as
-        they are."""
-        _, _, _, _, blend = self._arrays
-        offset = torch.as_tensor(self.predict(torch.stack(summaries).numpy()) * blend[:, 1] + blend[:, 2],
-                                 dtype=torch.float32)  # (rows, aspects)
-        members = torch.as_tensor(blend[:, 0], dtype=torch.float32)
+        """The members' scores blended with the probe's and their word scores': the regression through each
+        response's map, clamped to the scale, and the distribution moved class by class
+        (`ScoreScale.fair_average_target`). Word scores are left as they are."""
+        probe = self.predict(torch.stack(summaries).numpy())  # (rows, aspects)
+        scores = decoded.words or [None] * len(probe)
+        weights = np.array([self.blend_for(w) for w in scores])  # (rows, aspects, BLEND_INPUTS)
+        words = np.array([self.word_summary(w) or [0.0, 0.0] for w in scores])  # a blend without words weighs 0
+        offset = torch.as_tensor(np.stack([  # each aspect's blend but for the members' term
+            (blend_design(np.zeros(len(probe)), probe[:, a], words) * weights[:, a]).sum(-1)
+            for a in range(len(self.aspects))], -1), dtype=torch.float32)  # (rows, aspects)
+        members = torch.as_tensor(weights[..., 0], dtype=torch.float32)
         values = scale.values.float()
-        moves = scale.fair_average_target(members[None, :, None] * values + offset[..., None])  # (rows, a, c, c)
+        moves = scale.fair_average_target(members[..., None] * values + offset[..., None])  # (rows, a, c, c)
         probs = torch.einsum("rac,racd->rad", decoded.probs.float().cpu(), moves).to(decoded.probs)
         regression = (members * decoded.regression.float().cpu() + offset).to(decoded.regression)
         values = values.to(probs.device)
         return Decoded(scale.clamp(regression), probs, values[probs.argmax(-1)], (probs * values).sum(-1),
                        decoded.words)
+
+    def word_summary(self, words: torch.Tensor | np.ndarray | None) -> list[float] | None:
+        """A response's (words, word aspects) scores -> its lowest and mean word accuracy; None without any."""
+        if words is None or not len(words) or WORD_ASPECT not in self.word_aspects:
+            return None
+        accuracy = np.asarray(words, dtype=np.float64)[:, self.word_aspects.index(WORD_ASPECT)]
+        return [float(accuracy.min()), float(accuracy.mean())]
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / PROBE_FILE
@@ -90,7 +120,7 @@ class ScoreProbe:
         return path
 
     @classmethod
-    def load(cls, folder: str | Path, aspects: list[str]) -> "ScoreProbe | None":
+    def load(cls, folder: str | Path, aspects: list[str], word_aspects: list[str]) -> "ScoreProbe | None":
         """The checkpoint's probe; None where it has none (then the members' scores are the grade)."""
         path = Path(folder) / PROBE_FILE
         if not path.is_file():
@@ -98,11 +128,13 @@ class ScoreProbe:
         probe = cls(**json.loads(path.read_text()))
         if probe.aspects != aspects:
             raise ValueError(f"{path} scores {probe.aspects}, the checkpoint {aspects}")
+        if probe.word_aspects and probe.word_aspects != word_aspects:
+            raise ValueError(f"{path} reads word scores {probe.word_aspects}, the checkpoint gives {word_aspects}")
         return probe
 
 
-def fit_ridge(aspects: list[str], features: np.ndarray, targets: np.ndarray,
-              clean: np.ndarray) -> tuple[ScoreProbe, float]:
+def fit_ridge(aspects: list[str], features: np.ndarray, targets: np.ndarray, clean: np.ndarray,
+              word_aspects: list[str]) -> tuple[ScoreProbe, float]:
     """Ridge on standardised features (a probe that does not blend yet) and its penalty, chosen by leave-one-out
     (RidgeCV's efficient form) on the `clean` rows alone: a view left out would have its clean twin in the fit."""
     from sklearn.linear_model import Ridge, RidgeCV
@@ -111,14 +143,25 @@ def fit_ridge(aspects: list[str], features: np.ndarray, targets: np.ndarray,
     x = (features - mean) / scale
     alpha = float(RidgeCV(alphas=ALPHAS).fit(x[clean], targets[clean]).alpha_)
     ridge = Ridge(alpha=alpha).fit(x, targets)
+    keep = [[1.0] + [0.0] * (len(BLEND_INPUTS) - 1)] * len(aspects)
     return ScoreProbe(aspects, mean.tolist(), scale.tolist(), ridge.coef_.tolist(), ridge.intercept_.tolist(),
-                      [[1.0, 0.0, 0.0]] * len(aspects)), alpha
+                      keep, keep, word_aspects), alpha
 
 
-def fit_blend(members: np.ndarray, probe: np.ndarray, human: np.ndarray) -> list[float]:
-    """Least squares: human ~ members * a + probe * b + c, for one aspect."""
-    design = np.column_stack([members, probe, np.ones(len(human))])
-    return np.linalg.lstsq(design, human, rcond=None)[0].tolist()
+def blend_design(members: np.ndarray, probe: np.ndarray, words: np.ndarray | None) -> np.ndarray:
+    """(rows, BLEND_INPUTS) for one aspect: the members' and the probe's scores, the lowest and mean word accuracy
+    (`ScoreProbe.word_summary`, rows by 2; None: zeros, a blend without words) and the constant."""
+    words = np.zeros((len(members), 2)) if words is None else words
+    return np.column_stack([members, probe, words, np.ones(len(members))])
+
+
+def fit_blend(members: np.ndarray, probe: np.ndarray, human: np.ndarray, words: np.ndarray | None) -> list[float]:
+    """Least squares: human ~ the `blend_design` by the weights, for one aspect; without words, their weights 0."""
+    design = blend_design(members, probe, words)
+    used = [0, 1, 2, 3, 4] if words is not None else [0, 1, 4]
+    weights = np.zeros(len(BLEND_INPUTS))
+    weights[used] = np.linalg.lstsq(design[:, used], human, rcond=None)[0]
+    return weights.tolist()
 
 
 @dataclass
@@ -136,12 +179,18 @@ class ProbeConfig:
     aspects: list[str] = field(default_factory=list, metadata={
         "parse": comma_list, "help": "blend only these aspects (comma-separated); the others keep the members' "
                                      "scores; empty: all"})
+    aspects_without_words: list[str] | None = field(default=None, metadata={
+        "parse": comma_list, "help": "the aspects the blend for a response without word scores (no reference text) "
+                                     "moves, of --aspects; unset: all of them. Out of fold, the probe without the "
+                                     "word scores moves total and accuracy toward the middle (the model card)"})
     seed: int = field(default=0, metadata={"help": "grader.train's --seed: which views the cache holds"})
     cache_dir: str = "runs/cache"
 
     def __post_init__(self):
         if len(self.paths) < 2 or not self.manifest or not self.out:
             raise ValueError("name the checkpoint and at least one cross-validated run, --manifest and --out")
+        if self.aspects and set(self.aspects_without_words or []) - set(self.aspects):
+            raise ValueError("--aspects-without-words must be among --aspects")
 
 
 def summaries(checkpoint: Path, config: ProbeConfig, responses) -> np.ndarray:
@@ -199,8 +248,9 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
     loaded = [load_run(run) for run in runs]
     report, rows, words = ensemble(loaded) if len(loaded) > 1 else loaded[0]
     aspects = report["training"]["model"]["aspects"]
-    if set(config.aspects) - set(aspects):
-        raise SystemExit(f"the runs score {', '.join(aspects)}, not {', '.join(set(config.aspects) - set(aspects))}")
+    unknown = (set(config.aspects) | set(config.aspects_without_words or [])) - set(aspects)
+    if unknown:
+        raise SystemExit(f"the runs score {', '.join(aspects)}, not {', '.join(sorted(unknown))}")
     try:
         by_utt = {r.utt_id: r for r in read_manifest(config.manifest, aspects)}
         read_checkpoint_info(checkpoint)
@@ -221,7 +271,8 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
     def ridge_on(clips: np.ndarray) -> tuple[ScoreProbe, float]:  # the clips of mask `clips` (and their views)
         return fit_ridge(aspects, features[clips, :fitted_views].reshape(-1, features.shape[-1]),
                          np.repeat(human[clips], fitted_views, axis=0),
-                         np.tile(np.arange(fitted_views) == 0, int(clips.sum())))
+                         np.tile(np.arange(fitted_views) == 0, int(clips.sum())),
+                         report["training"]["model"].get("word_aspects") or [])
 
     probe_views, alphas = np.zeros((len(rows), per_clip, len(aspects))), []
     for k in np.unique(fold):  # each fold's clips and views scored by a ridge fitted on the other folds
@@ -229,52 +280,77 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
         probe_views[fold == k] = np.stack([ridge.predict(features[fold == k, v]) for v in range(per_clip)], 1)
         alphas.append(alpha)
     probe_oof = probe_views[:, 0]
+    word_terms = word_summaries(ridge, rows, words)  # (responses, 2): the members' out-of-fold word scores; or None
 
-    def blend_on(clips: np.ndarray, a: int) -> list[float]:
-        if config.aspects and aspects[a] not in config.aspects:
-            return [1.0, 0.0, 0.0]  # the members' score as it is
-        return fit_blend(members[clips, a], probe_oof[clips, a], human[clips, a])
+    def blend_on(clips: np.ndarray, a: int, words: np.ndarray | None) -> list[float]:
+        chosen = config.aspects if words is not None or config.aspects_without_words is None \
+            else config.aspects_without_words
+        if chosen and aspects[a] not in chosen:
+            return [1.0] + [0.0] * (len(BLEND_INPUTS) - 1)  # the members' score as it is
+        return fit_blend(members[clips, a], probe_oof[clips, a], human[clips, a],
+                         None if words is None else words[clips])
 
     columns = {"members": members, "probe": probe_oof, "soft": np.zeros_like(members),
                "regression": np.zeros_like(members)}
     for k in np.unique(fold):  # each fold's blend fitted on the other folds' out-of-fold scores
+        test = fold == k
         for a in range(len(aspects)):
-            w = blend_on(fold != k, a)
+            w = blend_on(fold != k, a, word_terms)
             for name, score in (("soft", members), ("regression", regression)):
-                columns[name][fold == k, a] = w[0] * score[fold == k, a] + w[1] * probe_oof[fold == k, a] + w[2]
+                columns[name][test, a] = blend_design(score[test, a], probe_oof[test, a],
+                                                      None if word_terms is None else word_terms[test]) @ w
     blended_run(Path(config.out), report, rows, words, columns, [str(r) for r in runs])
 
     def pcc(x, y):
         return float(np.corrcoef(x, y)[0, 1])
 
     figures = {a: {name: pcc(columns[name][:, k], human[:, k]) for name in ("members", "probe", "soft")}
+               | {"folds": {name: [pcc(columns[name][fold == f, k], human[fold == f, k]) for f in np.unique(fold)]
+                            for name in ("members", "soft")}}
                for k, a in enumerate(aspects)}
     ridge, alpha = ridge_on(every)
-    blend = [blend_on(every, a) for a in range(len(aspects))]
+    blend = [blend_on(every, a, word_terms) for a in range(len(aspects))]
+    without_words = [blend_on(every, a, None) for a in range(len(aspects))]
     # how far the probe's part of the blend moves when a recording goes through each training view, out of fold
     moved = {f"view {v}": {a: float(np.mean(np.abs(blend[k][1] * (probe_views[:, v, k] - probe_oof[:, k]))))
                            for k, a in enumerate(aspects)} for v in range(1, per_clip)}
-    probe = replace(ridge, blend=blend, report={
+    probe = replace(ridge, blend=blend, blend_without_words=without_words, report={
         "responses": len(rows), "rows": len(rows) * fitted_views, "alpha": alpha, "fold_alphas": alphas,
-        "out_of_fold_pcc": figures, "views_move_blend_by": moved, "runs": [str(r) for r in runs],
-        "options": asdict(config)})
+        "word_scores": word_terms is not None, "out_of_fold_pcc": figures, "views_move_blend_by": moved,
+        "runs": [str(r) for r in runs], "options": asdict(config)})
     probe.save(checkpoint)
-    unprobed(checkpoint)
+    unprobed(checkpoint, word_terms is not None)
+    if word_terms is None:
+        print(f"the runs give no word {WORD_ASPECT} for every response: the blend reads no word scores")
     for a, f in figures.items():
-        print(f"{a}: out of fold PCC, members {f['members']:.3f}, probe {f['probe']:.3f}, blended {f['soft']:.3f}; "
-              "the probe's part moves by " + ", ".join(f"{m[a]:.2f}" for m in moved.values()) + " under views "
+        print(f"{a}: out of fold PCC, members {f['members']:.3f}, probe {f['probe']:.3f}, blended {f['soft']:.3f} "
+              "(per fold, blended minus members: " + ", ".join(
+                  f"{s - m:+.3f}" for s, m in zip(f["folds"]["soft"], f["folds"]["members"])) + "); the probe's "
+              "part moves by " + ", ".join(f"{m[a]:.2f}" for m in moved.values()) + " under views "
               + ", ".join(str(v) for v in range(1, per_clip)))
     print(f"wrote {checkpoint / PROBE_FILE} and the blended out-of-fold predictions to {config.out}; now refit the "
           f"stretch: python -m grader.stretch {checkpoint} {config.out}")
     return probe
 
 
-def unprobed(checkpoint: Path) -> None:
-    """Name the checkpoint's new scores (stored with every grade) and drop its stretch, fitted on the old ones."""
+def word_summaries(probe: ScoreProbe, rows: list[dict], words: list[dict]) -> np.ndarray | None:
+    """(responses, 2): each response's `ScoreProbe.word_summary` of its out-of-fold word scores (the runs' word
+    rows); None unless every response has one."""
+    scores: dict[str, list[list[float]]] = {}
+    for w in words:
+        scores.setdefault(w["utt_id"], []).append([float(w[f"{a}_predicted"]) for a in probe.word_aspects])
+    summaries = [probe.word_summary(scores.get(r["utt_id"])) for r in rows]
+    return None if any(s is None for s in summaries) else np.array(summaries)
+
+
+def unprobed(checkpoint: Path, words: bool) -> None:
+    """Name the checkpoint's new scores (stored with every grade: `+probe`, `+probe-words` where the blend reads word
+    scores) and drop its stretch, fitted on the old ones."""
     path = checkpoint / "grader.json"
     info = json.loads(path.read_text())
     base = info.pop("stretch", {}).get("of", info.get("checkpoint_id", checkpoint.name))
-    info["checkpoint_id"] = base if base.endswith("+probe") else f"{base}+probe"
+    base = base.removesuffix("+probe-words").removesuffix("+probe")
+    info["checkpoint_id"] = f"{base}+probe" + ("-words" if words else "")
     path.write_text(json.dumps(info, indent=2))
 
 

@@ -228,7 +228,9 @@ def test_the_card_shows_its_headline_and_the_disclosure_opens(speechocean_clips,
         expect(heads).to_be_visible()
         expect(heads).to_contain_text("most likely")
         expect(page.locator(".card details.about")).to_contain_text("a second estimate")
-        expect(page.locator(".card details.about")).to_contain_text("Fluency and prosodic also weigh a second reading")
+        expect(page.locator(".card details.about")).to_contain_text(
+            "Total, accuracy, fluency and prosodic also weigh a second reading")
+        expect(page.locator(".card details.about")).to_contain_text("lowest and mean word accuracy")
         header = heads.locator("th").nth(1).bounding_box()
         assert header["height"] < 40, header  # one line, not wrapped letter by letter
         panel = page.locator("#evidence-panel").first

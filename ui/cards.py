@@ -19,8 +19,9 @@ ABOUT = {"soft": "the expected score: the average of the grader's probabilities 
                  "is spread"}
 STRETCHED = ("all three and the chart are moved away from the grader's average, {:.0%} of the way to the spread of "
              "the experts' scores: trained on few weak answers, a grader scores them too high (see the model card)")
-BLENDED = ("{} also weigh a second reading of the recording, a linear model on every layer of the audio encoder, "
+BLENDED = ("{} also weigh a second reading of the recording, a linear model on every layer of the audio encoder,{} "
            "blended with the grader's own by weights fitted on speakers it never heard (see the model card)")
+BLENDED_WORDS = " and the grader's lowest and mean word accuracy (the word scores below),"
 
 
 def result_card(graded) -> str:
@@ -58,8 +59,7 @@ def result_card(graded) -> str:
              f'<th scope="col">regression</th><th scope="col">most likely</th></tr>{rows}</table><ul>'
              + "".join(f"<li><strong>{name}</strong>: {ABOUT[key]}.</li>" for name, key in (
                  ("Expected (soft)", "soft"), ("Regression", "regression"), ("Most likely", "hard")))
-             + (f"<li><strong>Blended</strong>: {html.escape(_sentence(BLENDED.format(_listed(p.blended))))}.</li>"
-                if p.blended else "")
+             + (f"<li><strong>Blended</strong>: {html.escape(_sentence(_blended(p)))}.</li>" if p.blended else "")
              + (f"<li><strong>Stretched</strong>: {STRETCHED.format(p.stretch)}.</li>" if p.stretch else "")
              + "</ul></details>")
     return (f'<div class="card"><div class="headline"><span class="label">{html.escape(p.headline)}</span>'
@@ -68,6 +68,10 @@ def result_card(graded) -> str:
             f'<p class="what">{what}</p>{review}{aspects}{about}'
             f'<p class="meta">Response #{graded.response_id} · checkpoint {html.escape(p.checkpoint)} · '
             f"graded in {p.latency_s:.2f} s</p></div>")
+
+
+def _blended(p) -> str:
+    return BLENDED.format(_listed(p.blended), BLENDED_WORDS if p.blended_words else "")
 
 
 def likely_range(probs: list[float], scale, mass: float = 0.8) -> tuple[float, float, float]:

@@ -25,7 +25,7 @@ cv=(cv-e6-tr-mm05-words-trim cv-e6-tr-rw-mm-words-trim)  # the two recipes' cros
 "$PYTHON" -m grader.ensemble checkpoints/default runs/speechocean762-tiny.en-fa-reg-words-tr-mm05 \
     runs/speechocean762-tiny.en-fa-reg-words-tr-rw-mm
 "$PYTHON" -m grader.probe checkpoints/default "runs/${cv[0]}" "runs/${cv[1]}" --manifest "$DATA/labels.tsv" \
-    --aspects fluency,prosodic --out runs/cv-probe
+    --aspects-without-words fluency,prosodic --out runs/cv-probe
 "$PYTHON" -m grader.stretch checkpoints/default runs/cv-probe --strength 0.5
 for run in "${cv[@]}" cv-probe; do   # the out-of-fold predictions the probe and the stretch are fitted on
     mkdir -p "checkpoints/default/cv/$run" && cp "runs/$run"/{cv.json,oof.tsv,oof_words.tsv} "checkpoints/default/cv/$run/"
