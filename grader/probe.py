@@ -183,6 +183,9 @@ class ProbeConfig:
         "parse": comma_list, "help": "the aspects the blend for a response without word scores (no reference text) "
                                      "moves, of --aspects; unset: all of them. Out of fold, the probe without the "
                                      "word scores moves total and accuracy toward the middle (the model card)"})
+    exclude_fold: int = field(default=-1, metadata={
+        "help": "fit the probe.json written without the RUNs' fold K (its speakers' out-of-fold rows still come "
+                "out), for a held-out measure on those speakers (benchmarks/bench_robustness.py); -1: every fold"})
     seed: int = field(default=0, metadata={"help": "grader.train's --seed: which views the cache holds"})
     cache_dir: str = "runs/cache"
 
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
         raise SystemExit("the runs' out-of-fold rows must cover the manifest's responses, every one")
     responses = [by_utt[r["utt_id"]] for r in rows]
     fold = np.array([int(r["fold"]) for r in rows])
-    every = np.ones(len(rows), bool)
+    fitted = fold != config.exclude_fold  # the rows the written probe is fitted on
     human = np.array([[r.scores[a] for a in aspects] for r in responses])
     members, regression = (np.array([[float(r[f"{a}_{d}"]) for a in aspects] for r in rows])
                            for d in ("soft", "regression"))
@@ -308,14 +311,14 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
                | {"folds": {name: [pcc(columns[name][fold == f, k], human[fold == f, k]) for f in np.unique(fold)]
                             for name in ("members", "soft")}}
                for k, a in enumerate(aspects)}
-    ridge, alpha = ridge_on(every)
-    blend = [blend_on(every, a, word_terms) for a in range(len(aspects))]
-    without_words = [blend_on(every, a, None) for a in range(len(aspects))]
+    ridge, alpha = ridge_on(fitted)
+    blend = [blend_on(fitted, a, word_terms) for a in range(len(aspects))]
+    without_words = [blend_on(fitted, a, None) for a in range(len(aspects))]
     # how far the probe's part of the blend moves when a recording goes through each training view, out of fold
     moved = {f"view {v}": {a: float(np.mean(np.abs(blend[k][1] * (probe_views[:, v, k] - probe_oof[:, k]))))
                            for k, a in enumerate(aspects)} for v in range(1, per_clip)}
     probe = replace(ridge, blend=blend, blend_without_words=without_words, report={
-        "responses": len(rows), "rows": len(rows) * fitted_views, "alpha": alpha, "fold_alphas": alphas,
+        "responses": int(fitted.sum()), "rows": int(fitted.sum()) * fitted_views, "alpha": alpha, "fold_alphas": alphas,
         "word_scores": word_terms is not None, "out_of_fold_pcc": figures, "views_move_blend_by": moved,
         "runs": [str(r) for r in runs], "options": asdict(config)})
     probe.save(checkpoint)

@@ -129,6 +129,10 @@ def test_the_command_fits_a_probe_that_grading_then_reads(tiny_whisper, small_ma
     assert s.soft != pytest.approx(b.prediction.scores["fluency"].soft, abs=1e-3)
     textless = grader.assess(clip).prediction  # no reference text: no word scores, the blend without them
     assert textless.blended == ["fluency"] and not textless.blended_words
+    held_out = probe_main([str(checkpoint), str(run), "--manifest", str(small_manifest), "--out", str(tmp_path / "b0"),
+                           "--augment-views", "1", "--exclude-fold", "0", "--cache-dir", cache])
+    assert held_out.report["responses"] == sum(r["fold"] != "0" for r in rows) < 36  # fitted without fold 0
+    assert held_out.blend != probe.blend and len(read_oof(tmp_path / "b0")) == 36
     for field, value in (("aspects", ["total"]), ("word_aspects", ["total"])):  # a probe that does not fit
         saved = json.loads((checkpoint / PROBE_FILE).read_text())
         (checkpoint / PROBE_FILE).write_text(json.dumps(saved | {field: value}))
