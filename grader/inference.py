@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -263,31 +263,15 @@ class Grader:
         scorable = [i for i, a in enumerate(out) if a.scorable]
         if not scorable:
             return out
-        start = time.perf_counter()
         heard = [out[i].audio if options.trim_margin_s is None else
                  trim_to_speech(out[i].audio, list(out[i].gate.speech), options.trim_margin_s) for i in scorable]
-        predictions, states = self._grade_batch(heard, [texts[i] for i in scorable], batch_size)
-        channels = [self.channel.read(s) if self.channel else None for s in states]
-        model_s = (time.perf_counter() - start) / len(scorable)
-        start = time.perf_counter()
-        checked = [k for k, i in enumerate(scorable) if texts[i] and spoken_words(texts[i])]
-        matches: dict[int, ReferenceMatch] = {}
-        if checked:
-            with self.stock_whisper() as whisper:
-                if whisper is not None:
-                    if self.model.audio_encoder_trainable:  # LoRA in the encoder: stock Whisper hears it afresh
-                        states = dict(zip(checked, encode_audios(self.model, [heard[k] for k in checked], batch_size,
-                                                                 self.precision)))
-                    found = match_references(whisper, [states[k] for k in checked],
-                                             [texts[scorable[k]] for k in checked], batch_size)
-                    matches = dict(zip(checked, found))
-        reference_s = (time.perf_counter() - start) / len(scorable)
+        graded = self._grade_batch(heard, [texts[i] for i in scorable], batch_size)
         for k, i in enumerate(scorable):
             a = out[i]
-            a.prediction, a.reference, a.reference_text = predictions[k], matches.get(k), texts[i]
-            a.channel = channels[k]
+            a.prediction, a.reference, a.reference_text = graded.predictions[k], graded.references[k], texts[i]
+            a.channel = self.channel.read(graded.states[k]) if self.channel else None
             a.review = review_reasons(a.prediction, a.reference, a.gate.measures, a.channel)
-            a.timings |= {"model": model_s, "reference": reference_s}
+            a.timings |= graded.timings
         return out
 
     @contextmanager
@@ -308,25 +292,54 @@ class Grader:
 
     def grade_batch(self, audios: list[np.ndarray], prompts: list[str | None] | None = None,
                     batch_size: int = 16) -> list[Prediction]:
-        return self._grade_batch(audios, prompts, batch_size)[0]
+        return self._grade_batch(audios, prompts or [None] * len(audios), batch_size).predictions
 
-    def _grade_batch(self, audios: list[np.ndarray], prompts: list[str | None] | None,
-                     batch_size: int) -> tuple[list[Prediction], list[torch.Tensor]]:
-        """The predictions, and the encoder states they were made from (the reference check reads them too)."""
+    def _grade_batch(self, audios: list[np.ndarray], texts: list[str | None], batch_size: int) -> "GradedBatch":
+        """Encode, score with every member, check each answer against its reference text (`grader.reference`), blend
+        with the score probe and stretch. An answer that does not read its text (`ReferenceMatch.mismatch`) is
+        blended as one without word scores: its word scores are not scores of words it spoke, and the blend was
+        fitted on answers that read their text; the members, taught such answers (`grader.train --mismatch`), score
+        it at the bottom of the scale."""
         start = time.perf_counter()
-        prompts = prompts if prompts and self.uses_text else [None] * len(audios)
+        prompts = texts if self.uses_text else [None] * len(audios)
         with self.lock:
             states, summaries = encode_with_summaries(self.model, audios, batch_size, self.precision)
             decoded = mean_decoded([score_states(m, states, prompts, batch_size, self.precision)
                                     for m in self.members], self.scale.values)
+        model_s = time.perf_counter() - start
+        start = time.perf_counter()
+        references = self._check_references(audios, states, texts, batch_size)
+        reference_s = time.perf_counter() - start
+        read = decoded.words and [None if r and r.mismatch else w for w, r in zip(decoded.words, references)]
         if self.probe:
-            decoded = self.probe.blended(decoded, summaries, self.scale)
+            decoded = replace(self.probe.blended(replace(decoded, words=read), summaries, self.scale),
+                              words=decoded.words)
         if self.stretches:
             decoded = stretch_decoded(decoded, self.stretches, self.scale)
-        latency = (time.perf_counter() - start) / max(len(audios), 1)
-        return [self._prediction(decoded, i, latency, prompts[i]) for i in range(len(audios))], states
+        latency = (model_s + reference_s) / max(len(audios), 1)
+        predictions = [self._prediction(decoded, i, latency, prompts[i], read[i] if read else None)
+                       for i in range(len(audios))]
+        return GradedBatch(predictions, states, references, {"model": model_s / max(len(audios), 1),
+                                                             "reference": reference_s / max(len(audios), 1)})
 
-    def _prediction(self, decoded: Decoded, i: int, latency: float, prompt: str | None = None) -> Prediction:
+    def _check_references(self, audios: list[np.ndarray], states: list[torch.Tensor], texts: list[str | None],
+                          batch_size: int) -> list[ReferenceMatch | None]:
+        """Each answer's reference check; None for an open answer (no text) or a backbone without Whisper's decoder."""
+        checked = [k for k, text in enumerate(texts) if text and spoken_words(text)]
+        if not checked:
+            return [None] * len(texts)
+        with self.stock_whisper() as whisper:
+            if whisper is None:
+                return [None] * len(texts)
+            heard = (encode_audios(self.model, [audios[k] for k in checked], batch_size, self.precision)
+                     if self.model.audio_encoder_trainable  # LoRA in the encoder: stock Whisper hears it afresh
+                     else [states[k] for k in checked])
+            found = dict(zip(checked, match_references(whisper, heard, [texts[k] for k in checked], batch_size)))
+        return [found.get(k) for k in range(len(texts))]
+
+    def _prediction(self, decoded: Decoded, i: int, latency: float, prompt: str | None = None,
+                    read: torch.Tensor | None = None) -> Prediction:
+        """The i-th response's prediction; `read`: the word scores the probe's blend read (None: none)."""
         scores = {aspect: AspectScore(float(decoded.regression[i, a]), float(decoded.soft[i, a]),
                                       float(decoded.hard[i, a]), decoded.probs[i, a].tolist())
                   for a, aspect in enumerate(self.aspects)}
@@ -338,11 +351,22 @@ class Grader:
         else:
             words = [{"word": word, **{a: round(float(v), 2) for a, v in zip(self.word_aspects, row)}}
                      for word, row in zip(prompt.split(), decoded.words[i].tolist())]
-        scored = decoded.words[i] if decoded.words else None
         return Prediction(scores, self.scale, self.checkpoint_id, latency, words, note, uncalibrated=self.uncalibrated,
                           stretch=self.info["stretch"]["strength"] if self.stretches else None,
-                          blended=self.probe.blended_aspects(scored) if self.probe else [],
-                          blended_words=bool(self.probe and self.probe.reads_words(scored)))
+                          blended=self.probe.blended_aspects(read) if self.probe else [],
+                          blended_words=bool(self.probe and self.probe.reads_words(read)))
+
+
+@dataclass
+class GradedBatch:
+    """What `Grader._grade_batch` gives, per answer: the prediction, the encoder states it was made from (the
+    channel probe reads them), the reference check (None: not checked), and the seconds per answer that the model
+    and the check took."""
+
+    predictions: list[Prediction]
+    states: list[torch.Tensor]
+    references: list[ReferenceMatch | None]
+    timings: dict[str, float]
 
 
 @dataclass(frozen=True)

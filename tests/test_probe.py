@@ -124,7 +124,10 @@ def test_the_command_fits_a_probe_that_grading_then_reads(tiny_whisper, small_ma
     assert grader.probe == probe and grader.checkpoint_id == "tiny+probe-words-stretch0.5"
     a, b = grader.assess(clip, "WE CALL IT BEAR"), before.assess(clip, "WE CALL IT BEAR")
     s = a.prediction.scores["fluency"]
-    assert a.to_dict()["blended"] == probe.aspects and a.to_dict()["blended_words"]  # every aspect unasked
+    words = torch.tensor([[w["accuracy"], w["total"]] for w in a.prediction.words])
+    assert probe.blended_aspects(words) == probe.aspects and probe.reads_words(words)  # every aspect unasked
+    # a random Whisper hears none of the text: an answer that does not read it, blended without its word scores
+    assert a.reference.mismatch and a.to_dict()["blended"] == ["fluency"] and not a.to_dict()["blended_words"]
     assert s.soft == pytest.approx(float(np.dot(s.probs, SCALE.values.numpy())), abs=1e-4)
     assert s.soft != pytest.approx(b.prediction.scores["fluency"].soft, abs=1e-3)
     textless = grader.assess(clip).prediction  # no reference text: no word scores, the blend without them
@@ -162,3 +165,17 @@ def test_the_shipped_blend_is_fitted_on_its_committed_out_of_fold_predictions():
         figures = probe.report["out_of_fold_pcc"][aspect]
         assert figures["soft"] > figures["members"] + 0.005
         assert all(s > m for s, m in zip(figures["folds"]["soft"], figures["folds"]["members"]))
+
+
+def test_an_answer_to_another_sentence_is_blended_without_its_word_scores(shipped, speechocean_clips):
+    """The word scores of words the audio does not support are no scores of spoken words: an answer the reference
+    check finds does not read its text is blended as one without word scores (total and accuracy: the members'
+    scores, which they were taught to put at the bottom), while its own text blends every aspect with them."""
+    clip = speechocean_clips / "audio" / "000010011.flac"
+    own, other = (shipped.assess(clip, text) for text in ("WE CALL IT BEAR", "THERE IS A GREEN CAR NEAR THE STATION"))
+    assert not own.reference.mismatch and own.prediction.blended_words
+    assert own.prediction.blended == ["total", "accuracy", "fluency", "prosodic"]
+    assert other.reference.mismatch and not other.prediction.blended_words
+    assert other.prediction.blended == ["fluency", "prosodic"] and other.prediction.words  # still shown, not read
+    assert other.prediction.scores["total"].soft < 1.0 < 8.0 < own.prediction.scores["total"].soft
+    assert other.timings["reference"] > 0 and set(other.timings) == {"decode_gate", "model", "reference"}
