@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +120,7 @@ class Prediction:
     uncalibrated: bool = False  # a zero-shot grade (Grader.zero_shot): see ZERO_SHOT_NOTE
     stretch: float | None = None  # the strength of the checkpoint's stretch (grader.stretch), if it has one
     blended: list[str] = field(default_factory=list)  # the aspects blended with the checkpoint's score probe
-    blended_words: bool = False  # the blend weighed this answer's word scores (grader.probe)
+    blended_text: bool = False  # the blend weighed what this answer's reference text tells (grader.probe)
 
     @property
     def headline(self) -> str:
@@ -138,7 +138,7 @@ class Prediction:
                                "probs": [round(p, 4) for p in v.probs]} for k, v in self.scores.items()},
                 "words": self.words} | ({"words_note": self.words_note} if self.words_note else {}) | (
                     {"stretch": self.stretch} if self.stretch else {}) | (
-                    {"blended": self.blended, "blended_words": self.blended_words} if self.blended else {}) | (
+                    {"blended": self.blended, "blended_text": self.blended_text} if self.blended else {}) | (
                     {"uncalibrated": True, "note": ZERO_SHOT_NOTE} if self.uncalibrated else {})
 
 
@@ -297,9 +297,9 @@ class Grader:
     def _grade_batch(self, audios: list[np.ndarray], texts: list[str | None], batch_size: int) -> "GradedBatch":
         """Encode, score with every member, check each answer against its reference text (`grader.reference`), blend
         with the score probe and stretch. An answer that does not read its text (`ReferenceMatch.mismatch`) is
-        blended as one without word scores: its word scores are not scores of words it spoke, and the blend was
-        fitted on answers that read their text; the members, taught such answers (`grader.train --mismatch`), score
-        it at the bottom of the scale."""
+        blended as one without a text: its word scores are not scores of words it spoke, and the blend was fitted on
+        answers that read their text; the members, taught such answers (`grader.train --mismatch`), score it at the
+        bottom of the scale."""
         start = time.perf_counter()
         prompts = texts if self.uses_text else [None] * len(audios)
         with self.lock:
@@ -310,15 +310,13 @@ class Grader:
         start = time.perf_counter()
         references = self._check_references(audios, states, texts, batch_size)
         reference_s = time.perf_counter() - start
-        read = decoded.words and [None if r and r.mismatch else w for w, r in zip(decoded.words, references)]
+        read = [None if r and r.mismatch else r for r in references]  # the checks the blend may read
         if self.probe:
-            decoded = replace(self.probe.blended(replace(decoded, words=read), summaries, self.scale),
-                              words=decoded.words)
+            decoded = self.probe.blended(decoded, summaries, self.scale, read)
         if self.stretches:
             decoded = stretch_decoded(decoded, self.stretches, self.scale)
         latency = (model_s + reference_s) / max(len(audios), 1)
-        predictions = [self._prediction(decoded, i, latency, prompts[i], read[i] if read else None)
-                       for i in range(len(audios))]
+        predictions = [self._prediction(decoded, i, latency, prompts[i], read[i]) for i in range(len(audios))]
         return GradedBatch(predictions, states, references, {"model": model_s / max(len(audios), 1),
                                                              "reference": reference_s / max(len(audios), 1)})
 
@@ -338,8 +336,8 @@ class Grader:
         return [found.get(k) for k in range(len(texts))]
 
     def _prediction(self, decoded: Decoded, i: int, latency: float, prompt: str | None = None,
-                    read: torch.Tensor | None = None) -> Prediction:
-        """The i-th response's prediction; `read`: the word scores the probe's blend read (None: none)."""
+                    reference: ReferenceMatch | None = None) -> Prediction:
+        """The i-th response's prediction; `reference`: the reference check the probe's blend read (None: none)."""
         scores = {aspect: AspectScore(float(decoded.regression[i, a]), float(decoded.soft[i, a]),
                                       float(decoded.hard[i, a]), decoded.probs[i, a].tolist())
                   for a, aspect in enumerate(self.aspects)}
@@ -351,10 +349,11 @@ class Grader:
         else:
             words = [{"word": word, **{a: round(float(v), 2) for a, v in zip(self.word_aspects, row)}}
                      for word, row in zip(prompt.split(), decoded.words[i].tolist())]
+        scored = decoded.words[i] if decoded.words else None
         return Prediction(scores, self.scale, self.checkpoint_id, latency, words, note, uncalibrated=self.uncalibrated,
                           stretch=self.info["stretch"]["strength"] if self.stretches else None,
-                          blended=self.probe.blended_aspects(read) if self.probe else [],
-                          blended_words=bool(self.probe and self.probe.reads_words(read)))
+                          blended=self.probe.blended_aspects(scored, reference) if self.probe else [],
+                          blended_text=bool(self.probe and self.probe.reads_text(scored, reference)))
 
 
 @dataclass

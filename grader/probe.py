@@ -39,12 +39,18 @@ import numpy as np
 import torch
 
 from .model import Decoded
+from .reference import ReferenceMatch
 from .options import comma_list, parse_options
 from .scale import ScoreScale
 
 PROBE_FILE = "probe.json"
-BLEND_INPUTS = ("members", "probe", "lowest word accuracy", "mean word accuracy", "constant")  # a blend's weights
+# a blend's weights: the members' and the probe's scores, the answer's text terms (`ScoreProbe.text_terms`), a constant
+BLEND_INPUTS = ("members", "probe", "lowest word accuracy", "mean word accuracy", "mean word gain", "lowest word gain",
+                "share of words found", "constant")
+TEXT_TERMS = len(BLEND_INPUTS) - 3
+TEXT_COLUMNS = [name.replace(" ", "_") for name in BLEND_INPUTS[2: 2 + TEXT_TERMS]]  # in a blended run's oof.tsv
 WORD_ASPECT = "accuracy"  # the members' word score the blend reads
+GAIN_RANGE = (-5.0, 15.0)  # nats per token: beyond it a word is plainly missing, or plainly there
 ALPHAS = tuple(float(a) for a in np.logspace(0, 5, 11))  # ridge penalties tried
 
 
@@ -58,8 +64,8 @@ class ScoreProbe:
     scale: list[float]
     coef: list[list[float]]  # (aspects, features)
     intercept: list[float]
-    blend: list[list[float]]  # (aspects, BLEND_INPUTS): a response with word scores
-    blend_without_words: list[list[float]]  # the same, its word weights 0: a response without
+    blend: list[list[float]]  # (aspects, BLEND_INPUTS): a response with text terms (its reference text's)
+    blend_without_words: list[list[float]]  # the same, the text terms' weights 0: a response without
     word_aspects: list[str] = field(default_factory=list)  # the members' word scores the blend was fitted on
     report: dict = field(default_factory=dict)  # out-of-fold figures, data, and the command's options
 
@@ -68,35 +74,35 @@ class ScoreProbe:
         """The fields as arrays, made once (the file holds lists; every grade reads them)."""
         return tuple(np.asarray(x) for x in (self.mean, self.scale, self.coef, self.intercept))
 
-    def blend_for(self, words: torch.Tensor | None) -> list[list[float]]:
-        """The blend for a response with these word scores (None: without any)."""
-        return self.blend_without_words if self.word_summary(words) is None else self.blend
+    def blend_for(self, words: torch.Tensor | None, reference: ReferenceMatch | None) -> list[list[float]]:
+        """The blend for a response with these word scores and this reference check (None: without)."""
+        return self.blend_without_words if self.text_terms(words, reference) is None else self.blend
 
-    def blended_aspects(self, words: torch.Tensor | None) -> list[str]:
-        """The aspects whose score the probe moves for a response with these word scores (the others keep the
-        members' score)."""
+    def blended_aspects(self, words: torch.Tensor | None, reference: ReferenceMatch | None) -> list[str]:
+        """The aspects whose score the probe moves for such a response (the others keep the members' score)."""
         keep = [1.0] + [0.0] * (len(BLEND_INPUTS) - 1)
-        return [a for a, w in zip(self.aspects, self.blend_for(words)) if w != keep]
+        return [a for a, w in zip(self.aspects, self.blend_for(words, reference)) if w != keep]
 
-    def reads_words(self, words: torch.Tensor | None) -> bool:
-        """Whether the blend of a response with these word scores weighs them."""
-        return any(w[2] or w[3] for w in self.blend_for(words))
+    def reads_text(self, words: torch.Tensor | None, reference: ReferenceMatch | None) -> bool:
+        """Whether the blend of such a response weighs its text terms."""
+        return any(any(w[2: 2 + TEXT_TERMS]) for w in self.blend_for(words, reference))
 
     def predict(self, summaries: np.ndarray) -> np.ndarray:
         """(rows, features) of `AudioStates.summary` -> (rows, aspects), the probe's own scores."""
         mean, scale, coef, intercept = self._arrays
         return ((summaries - mean) / scale) @ coef.T + intercept
 
-    def blended(self, decoded: Decoded, summaries: list[torch.Tensor], scale: ScoreScale) -> Decoded:
-        """The members' scores blended with the probe's and their word scores': the regression through each
-        response's map, clamped to the scale, and the distribution moved class by class
-        (`ScoreScale.fair_average_target`). Word scores are left as they are."""
+    def blended(self, decoded: Decoded, summaries: list[torch.Tensor], scale: ScoreScale,
+                references: list[ReferenceMatch | None]) -> Decoded:
+        """The members' scores blended with the probe's and the text terms': the regression through each response's
+        map, clamped to the scale, and the distribution moved class by class (`ScoreScale.fair_average_target`).
+        Word scores are left as they are."""
         probe = self.predict(torch.stack(summaries).numpy())  # (rows, aspects)
         scores = decoded.words or [None] * len(probe)
-        weights = np.array([self.blend_for(w) for w in scores])  # (rows, aspects, BLEND_INPUTS)
-        words = np.array([self.word_summary(w) or [0.0, 0.0] for w in scores])  # a blend without words weighs 0
+        weights = np.array([self.blend_for(w, r) for w, r in zip(scores, references)])  # (rows, aspects, inputs)
+        text = np.array([self.text_terms(w, r) or [0.0] * TEXT_TERMS for w, r in zip(scores, references)])
         offset = torch.as_tensor(np.stack([  # each aspect's blend but for the members' term
-            (blend_design(np.zeros(len(probe)), probe[:, a], words) * weights[:, a]).sum(-1)
+            (blend_design(np.zeros(len(probe)), probe[:, a], text) * weights[:, a]).sum(-1)
             for a in range(len(self.aspects))], -1), dtype=torch.float32)  # (rows, aspects)
         members = torch.as_tensor(weights[..., 0], dtype=torch.float32)
         values = scale.values.float()
@@ -107,12 +113,18 @@ class ScoreProbe:
         return Decoded(scale.clamp(regression), probs, values[probs.argmax(-1)], (probs * values).sum(-1),
                        decoded.words)
 
-    def word_summary(self, words: torch.Tensor | np.ndarray | None) -> list[float] | None:
-        """A response's (words, word aspects) scores -> its lowest and mean word accuracy; None without any."""
-        if words is None or not len(words) or WORD_ASPECT not in self.word_aspects:
+    def text_terms(self, words: torch.Tensor | np.ndarray | list | None,
+                   reference: ReferenceMatch | None) -> list[float] | None:
+        """What a response's reference text tells beside its sentence scores: the lowest and mean word accuracy of its
+        (words, word aspects) scores, and the mean and lowest gain of its words in the reference check (how clearly
+        the audio says each, clipped to GAIN_RANGE) and the share of them found; None without word scores or without
+        a reference check."""
+        if words is None or not len(words) or WORD_ASPECT not in self.word_aspects or not reference \
+                or not reference.gains:
             return None
         accuracy = np.asarray(words, dtype=np.float64)[:, self.word_aspects.index(WORD_ASPECT)]
-        return [float(accuracy.min()), float(accuracy.mean())]
+        gains = np.clip(reference.gains, *GAIN_RANGE)
+        return [float(accuracy.min()), float(accuracy.mean()), float(gains.mean()), float(gains.min()), reference.share]
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / PROBE_FILE
@@ -148,17 +160,18 @@ def fit_ridge(aspects: list[str], features: np.ndarray, targets: np.ndarray, cle
                       keep, keep, word_aspects), alpha
 
 
-def blend_design(members: np.ndarray, probe: np.ndarray, words: np.ndarray | None) -> np.ndarray:
-    """(rows, BLEND_INPUTS) for one aspect: the members' and the probe's scores, the lowest and mean word accuracy
-    (`ScoreProbe.word_summary`, rows by 2; None: zeros, a blend without words) and the constant."""
-    words = np.zeros((len(members), 2)) if words is None else words
-    return np.column_stack([members, probe, words, np.ones(len(members))])
+def blend_design(members: np.ndarray, probe: np.ndarray, text: np.ndarray | None) -> np.ndarray:
+    """(rows, BLEND_INPUTS) for one aspect: the members' and the probe's scores, the text terms
+    (`ScoreProbe.text_terms`, rows by TEXT_TERMS; None: zeros, a blend without them) and the constant."""
+    text = np.zeros((len(members), TEXT_TERMS)) if text is None else text
+    return np.column_stack([members, probe, text, np.ones(len(members))])
 
 
-def fit_blend(members: np.ndarray, probe: np.ndarray, human: np.ndarray, words: np.ndarray | None) -> list[float]:
-    """Least squares: human ~ the `blend_design` by the weights, for one aspect; without words, their weights 0."""
-    design = blend_design(members, probe, words)
-    used = [0, 1, 2, 3, 4] if words is not None else [0, 1, 4]
+def fit_blend(members: np.ndarray, probe: np.ndarray, human: np.ndarray, text: np.ndarray | None) -> list[float]:
+    """Least squares: human ~ the `blend_design` by the weights, for one aspect; without text terms, their weights
+    0."""
+    design = blend_design(members, probe, text)
+    used = np.arange(len(BLEND_INPUTS)) if text is not None else np.array([0, 1, len(BLEND_INPUTS) - 1])
     weights = np.zeros(len(BLEND_INPUTS))
     weights[used] = np.linalg.lstsq(design[:, used], human, rcond=None)[0]
     return weights.tolist()
@@ -196,9 +209,14 @@ class ProbeConfig:
             raise ValueError("--aspects-without-words must be among --aspects")
 
 
-def summaries(checkpoint: Path, config: ProbeConfig, responses) -> np.ndarray:
-    """(responses, 1 + views, features): each response's summary, clean then its training views, cached."""
+def summaries(checkpoint: Path, config: ProbeConfig, responses) -> tuple[np.ndarray, list[ReferenceMatch | None]]:
+    """(responses, 1 + views, features): each response's summary, clean then its training views, cached; and each
+    response's reference check, as grading makes it (None: a backbone without Whisper's decoder)."""
+    from .backbones import WhisperBackbone
+    from .backbones.whisper import adapters_off
+    from .evidence.alignment import spoken_words
     from .model import GraderModel, read_checkpoint_info
+    from .reference import match_references
     from .train import TrainConfig, augmented_views, cached_encodings, recording_names, trimmed_audio
 
     info = read_checkpoint_info(checkpoint)
@@ -213,13 +231,22 @@ def summaries(checkpoint: Path, config: ProbeConfig, responses) -> np.ndarray:
     views = augmented_views(TrainConfig(manifest=config.manifest, augment_views=config.augment_views,
                                         seed=config.seed, cache_dir=config.cache_dir), model, responses, names,
                             summaries=True)
-    return np.stack([torch.stack([c, *v]).numpy() for c, v in zip(clean, views)])
+    references: list[ReferenceMatch | None] = [None] * len(responses)
+    checked = [i for i, r in enumerate(responses) if r.text and spoken_words(r.text)]
+    if checked and isinstance(model.backbone, WhisperBackbone):  # the stock Whisper on the cached encoder outputs
+        states = cached_encodings(model, [names[i] for i in checked], lambda k: audio[checked[k]], config.cache_dir)
+        with torch.inference_mode(), adapters_off(model.backbone.model):
+            found = match_references(model.backbone, [s.float() for s in states], [responses[i].text for i in checked])
+        for i, match in zip(checked, found):
+            references[i] = match
+    return np.stack([torch.stack([c, *v]).numpy() for c, v in zip(clean, views)]), references
 
 
 def blended_run(out: Path, report: dict, rows: list[dict], words: list[dict], columns: dict[str, np.ndarray],
-                runs: list[str]) -> None:
+                text: np.ndarray | None, runs: list[str]) -> None:
     """The blended out-of-fold predictions as a run `grader.report` and `grader.stretch` read: oof.tsv with the blended
-    scores (and, per aspect, the members' and the probe's), the members' word scores, and cv.json."""
+    scores (and, per aspect, the members' and the probe's; per response, its text terms, `TEXT_COLUMNS`), the
+    members' word scores, and cv.json."""
     from .report import oof_figures, row_review_codes
     from .scale import get_scale
 
@@ -232,6 +259,7 @@ def blended_run(out: Path, report: dict, rows: list[dict], words: list[dict], co
                 row[f"{aspect}_{name}"] = str(float(np.clip(columns[name][i, a], scale.min, scale.max)))
             for name in ("members", "probe"):
                 row[f"{aspect}_{name}"] = str(columns[name][i, a])
+        row |= {} if text is None else {c: str(x) for c, x in zip(TEXT_COLUMNS, text[i])}
         row["review"] = "; ".join(row_review_codes(row, aspects, scale))
     write_rows(out / "oof.tsv", table)
     if words:
@@ -268,7 +296,7 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
     members, regression = (np.array([[float(r[f"{a}_{d}"]) for a in aspects] for r in rows])
                            for d in ("soft", "regression"))
 
-    features = summaries(checkpoint, config, responses)  # (responses, 1 + views, features)
+    features, references = summaries(checkpoint, config, responses)  # (responses, 1 + views, features)
     per_clip, fitted_views = features.shape[1], features.shape[1] if config.fit_views else 1
 
     def ridge_on(clips: np.ndarray) -> tuple[ScoreProbe, float]:  # the clips of mask `clips` (and their views)
@@ -283,7 +311,7 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
         probe_views[fold == k] = np.stack([ridge.predict(features[fold == k, v]) for v in range(per_clip)], 1)
         alphas.append(alpha)
     probe_oof = probe_views[:, 0]
-    word_terms = word_summaries(ridge, rows, words)  # (responses, 2): the members' out-of-fold word scores; or None
+    word_terms = text_summaries(ridge, rows, words, references)  # (responses, TEXT_TERMS), out of fold; or None
 
     def blend_on(clips: np.ndarray, a: int, words: np.ndarray | None) -> list[float]:
         chosen = config.aspects if words is not None or config.aspects_without_words is None \
@@ -302,7 +330,7 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
             for name, score in (("soft", members), ("regression", regression)):
                 columns[name][test, a] = blend_design(score[test, a], probe_oof[test, a],
                                                       None if word_terms is None else word_terms[test]) @ w
-    blended_run(Path(config.out), report, rows, words, columns, [str(r) for r in runs])
+    blended_run(Path(config.out), report, rows, words, columns, word_terms, [str(r) for r in runs])
 
     def pcc(x, y):
         return float(np.corrcoef(x, y)[0, 1])
@@ -324,7 +352,8 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
     probe.save(checkpoint)
     unprobed(checkpoint, word_terms is not None)
     if word_terms is None:
-        print(f"the runs give no word {WORD_ASPECT} for every response: the blend reads no word scores")
+        print(f"the runs give no word {WORD_ASPECT}, or the backbone no reference check, for every response: the "
+              "blend reads no text terms")
     for a, f in figures.items():
         print(f"{a}: out of fold PCC, members {f['members']:.3f}, probe {f['probe']:.3f}, blended {f['soft']:.3f} "
               "(per fold, blended minus members: " + ", ".join(
@@ -336,24 +365,25 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
     return probe
 
 
-def word_summaries(probe: ScoreProbe, rows: list[dict], words: list[dict]) -> np.ndarray | None:
-    """(responses, 2): each response's `ScoreProbe.word_summary` of its out-of-fold word scores (the runs' word
-    rows); None unless every response has one."""
+def text_summaries(probe: ScoreProbe, rows: list[dict], words: list[dict],
+                   references: list[ReferenceMatch | None]) -> np.ndarray | None:
+    """(responses, TEXT_TERMS): each response's `ScoreProbe.text_terms` of its out-of-fold word scores (the runs' word
+    rows) and its reference check; None unless every response has them."""
     scores: dict[str, list[list[float]]] = {}
     for w in words:
         scores.setdefault(w["utt_id"], []).append([float(w[f"{a}_predicted"]) for a in probe.word_aspects])
-    summaries = [probe.word_summary(scores.get(r["utt_id"])) for r in rows]
-    return None if any(s is None for s in summaries) else np.array(summaries)
+    terms = [probe.text_terms(scores.get(r["utt_id"]), ref) for r, ref in zip(rows, references)]
+    return None if any(t is None for t in terms) else np.array(terms)
 
 
-def unprobed(checkpoint: Path, words: bool) -> None:
-    """Name the checkpoint's new scores (stored with every grade: `+probe`, `+probe-words` where the blend reads word
-    scores) and drop its stretch, fitted on the old ones."""
+def unprobed(checkpoint: Path, text: bool) -> None:
+    """Name the checkpoint's new scores (stored with every grade: `+probe`, `+probe-text` where the blend reads the
+    text terms) and drop its stretch, fitted on the old ones."""
     path = checkpoint / "grader.json"
     info = json.loads(path.read_text())
     base = info.pop("stretch", {}).get("of", info.get("checkpoint_id", checkpoint.name))
-    base = base.removesuffix("+probe-words").removesuffix("+probe")
-    info["checkpoint_id"] = f"{base}+probe" + ("-words" if words else "")
+    base = base.removesuffix("+probe-text").removesuffix("+probe")
+    info["checkpoint_id"] = f"{base}+probe" + ("-text" if text else "")
     path.write_text(json.dumps(info, indent=2))
 
 

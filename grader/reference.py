@@ -27,6 +27,7 @@ MIN_FOUND = 0.4  # share of the reference's words that must be found; below it t
 class ReferenceMatch:
     words: int  # the reference text's spoken words (grader.evidence.alignment.spoken_words)
     found: int  # of them, how many the audio supports
+    gains: tuple[float, ...] = ()  # each word's gain (`word_gains`): how clearly the audio says it (grader.probe)
 
     @property
     def share(self) -> float:
@@ -45,7 +46,7 @@ def match_references(whisper: WhisperBackbone, states: list[torch.Tensor], texts
     """How many words of each text its response's encoder states (as `encode_audios` returns them) support.
     Run with the adapters off (`Grader.stock_whisper`)."""
     gains = word_gains(whisper, states, texts, batch_size)
-    return [ReferenceMatch(len(g), int((g >= FOUND_GAIN).sum())) for g in gains]
+    return [ReferenceMatch(len(g), int((g >= FOUND_GAIN).sum()), tuple(g.tolist())) for g in gains]
 
 
 def word_gains(whisper: WhisperBackbone, states: list[torch.Tensor], texts: list[str],

@@ -80,12 +80,12 @@ def test_the_card_says_what_its_one_number_is(shipped, speech_clip):
     for sentence in ABOUT.values():
         assert sentence in about
     assert p.stretch == 0.5 and STRETCHED.format(0.5) in about and "50% of the way" in about  # the shipped stretch
-    assert p.blended == ["total", "accuracy", "fluency", "prosodic"] and p.blended_words  # read with its text
+    assert p.blended == ["total", "accuracy", "fluency", "prosodic"] and p.blended_text  # read with its text
     assert "<strong>Blended</strong>: Total, accuracy, fluency and prosodic also weigh" in about
     assert "lowest and mean word accuracy" in about
-    assert p.to_dict()["blended"] == p.blended and p.to_dict()["blended_words"]  # the API and grader.predict too
+    assert p.to_dict()["blended"] == p.blended and p.to_dict()["blended_text"]  # the API and grader.predict too
     textless = cb.Graded(7, 10, shipped.assess(speech_clip)).prediction  # no word scores: the probe on two aspects
-    assert textless.blended == ["fluency", "prosodic"] and not textless.blended_words
+    assert textless.blended == ["fluency", "prosodic"] and not textless.blended_text
     about = result_card(cb.Graded(7, 10, shipped.assess(speech_clip))).split('<details class="about">')[1]
     assert "Fluency and prosodic also weigh" in about and "word accuracy" not in about
 

@@ -11,7 +11,8 @@ import torch
 from grader.audio import load_audio, trim_to_speech
 from grader.inference import DEFAULT_CHECKPOINT, Grader, encode_with_summaries
 from grader.model import Decoded
-from grader.probe import PROBE_FILE, ScoreProbe, fit_blend, main as probe_main, word_summaries
+from grader.probe import BLEND_INPUTS, PROBE_FILE, TEXT_COLUMNS, ScoreProbe, fit_blend, main as probe_main
+from grader.reference import ReferenceMatch
 from grader.report import load_run, main as report_main, read_oof
 from grader.scale import get_scale
 from grader.stretch import main as stretch_main
@@ -46,38 +47,41 @@ def probe_of(blend: list[list[float]], without_words: list[list[float]], feature
 
 
 def test_the_blend_moves_the_distribution_with_the_score():
-    """[1, 0, 0, 0, 0] leaves the grade as it was; otherwise each response's map is members * v + probe * p +
-    lowest word accuracy * l + mean word accuracy * m + c: the regression exactly, the soft score (the moved
-    distribution's expectation) away from the scale's ends; a response without word scores takes the blend
-    without words."""
+    """[1, 0, ..., 0] leaves the grade as it was; otherwise each response's map is members * v + probe * p + the text
+    terms by their weights (lowest and mean word accuracy, mean and lowest word gain clipped to GAIN_RANGE, share of
+    words found) + c: the regression exactly, the soft score (the moved distribution's expectation) away from the
+    scale's ends; a response without word scores or without a reference check takes the blend without them."""
     values = SCALE.values
     centre = torch.linspace(3, 9, 16)[:, None, None]
     probs = (-(values - centre) ** 2 / 2).expand(16, 2, -1).softmax(-1)
     soft = (probs * values).sum(-1)
     words = [torch.tensor([[9.0, 9.5], [4.0 + i / 4, 5.0], [8.0, 8.0]]) for i in range(12)] + [None] * 4
+    references = [ReferenceMatch(3, 2, (4.0, 1.0 - i, 20.0)) for i in range(10)] + [None] * 6
     decoded = Decoded(soft + 0.1, probs, values[probs.argmax(-1)], soft, words)
     summaries = list(torch.as_tensor(np.random.default_rng(1).normal(0, 0.3, (16, 3)), dtype=torch.float32))
-    keep = [[1.0, 0.0, 0.0, 0.0, 0.0]] * 2
-    same = probe_of(keep, keep).blended(decoded, summaries, SCALE)
+    keep = [[1.0] + [0.0] * (len(BLEND_INPUTS) - 1)] * 2
+    same = probe_of(keep, keep).blended(decoded, summaries, SCALE, references)
     assert torch.allclose(same.probs, probs, atol=1e-6) and torch.allclose(same.soft, soft, atol=1e-5)
-    probe = probe_of([[1.0, 0.0, 0.0, 0.0, 0.0], [0.4, 0.3, 0.2, 0.1, -0.5]], [[1.0, 0.0, 0.0, 0.0, 0.0],
-                                                                               [0.5, 0.5, 0.0, 0.0, 0.2]])
-    moved = probe.blended(decoded, summaries, SCALE)
+    probe = probe_of([keep[0], [0.4, 0.3, 0.2, 0.1, 0.05, 0.02, 0.5, -0.5]],
+                     [keep[0], [0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.2]])
+    moved = probe.blended(decoded, summaries, SCALE, references)
     p = torch.as_tensor(probe.predict(torch.stack(summaries).numpy()), dtype=torch.float32)
-    lowest = torch.tensor([4.0 + i / 4 for i in range(12)])
+    lowest = torch.tensor([4.0 + i / 4 for i in range(10)])
     mean = (9.0 + lowest + 8.0) / 3
-    expected = torch.cat([0.4 * soft[:12, 1] + 0.3 * p[:12, 1] + 0.2 * lowest + 0.1 * mean - 0.5,
-                          0.5 * soft[12:, 1] + 0.5 * p[12:, 1] + 0.2])
+    gains = torch.tensor([[4.0, max(1.0 - i, -5.0), 15.0] for i in range(10)])  # clipped to GAIN_RANGE, -5 to 15
+    text = 0.2 * lowest + 0.1 * mean + 0.05 * gains.mean(1) + 0.02 * gains.min(1).values + 0.5 * (2 / 3)
+    expected = torch.cat([0.4 * soft[:10, 1] + 0.3 * p[:10, 1] + text - 0.5,
+                          0.5 * soft[10:, 1] + 0.5 * p[10:, 1] + 0.2])
     assert torch.allclose(moved.probs.sum(-1), torch.ones(16, 2), atol=1e-5) and (moved.probs >= 0).all()
     assert torch.allclose(moved.soft, (moved.probs * values).sum(-1), atol=1e-5)
     assert torch.allclose(moved.soft[:, 1], expected, atol=1e-4)
-    regression = torch.cat([0.4 * (soft[:12, 1] + 0.1) + 0.3 * p[:12, 1] + 0.2 * lowest + 0.1 * mean - 0.5,
-                            0.5 * (soft[12:, 1] + 0.1) + 0.5 * p[12:, 1] + 0.2])
+    regression = torch.cat([0.4 * (soft[:10, 1] + 0.1) + 0.3 * p[:10, 1] + text - 0.5,
+                            0.5 * (soft[10:, 1] + 0.1) + 0.5 * p[10:, 1] + 0.2])
     assert torch.allclose(moved.regression[:, 1], SCALE.clamp(regression), atol=1e-5)
     assert torch.allclose(moved.soft[:, 0], soft[:, 0], atol=1e-5)
     assert torch.equal(moved.hard, values[moved.probs.argmax(-1)])
-    assert probe.blended_aspects(words[0]) == probe.blended_aspects(None) == ["fluency"]
-    assert probe.reads_words(words[0]) and not probe.reads_words(None)
+    assert probe.blended_aspects(words[0], references[0]) == probe.blended_aspects(None, None) == ["fluency"]
+    assert probe.reads_text(words[0], references[0]) and not probe.reads_text(words[0], None)
 
 
 def test_the_command_fits_a_probe_that_grading_then_reads(tiny_whisper, small_manifest, tmp_path, capsys):
@@ -108,7 +112,7 @@ def test_the_command_fits_a_probe_that_grading_then_reads(tiny_whisper, small_ma
     assert probe.word_aspects == ["accuracy", "total"]
     assert ScoreProbe.load(checkpoint, probe.aspects, probe.word_aspects) == probe
     info = json.loads((checkpoint / "grader.json").read_text())
-    assert "stretch" not in info and info["checkpoint_id"] == "tiny+probe-words"
+    assert "stretch" not in info and info["checkpoint_id"] == "tiny+probe-text"
     unstretched = Grader.load(checkpoint, device="cpu").assess(clip).prediction.scores
     assert unstretched["total"].soft == pytest.approx(before.assess(clip).prediction.scores["total"].soft, abs=1e-5)
     assert unstretched["fluency"].soft != pytest.approx(before.assess(clip).prediction.scores["fluency"].soft, abs=1e-3)
@@ -121,17 +125,18 @@ def test_the_command_fits_a_probe_that_grading_then_reads(tiny_whisper, small_ma
     assert "blend stretched 0.5" in capsys.readouterr().out
     stretch_main([str(checkpoint), str(tmp_path / "blend")])
     grader = Grader.load(checkpoint, device="cpu")
-    assert grader.probe == probe and grader.checkpoint_id == "tiny+probe-words-stretch0.5"
+    assert grader.probe == probe and grader.checkpoint_id == "tiny+probe-text-stretch0.5"
     a, b = grader.assess(clip, "WE CALL IT BEAR"), before.assess(clip, "WE CALL IT BEAR")
     s = a.prediction.scores["fluency"]
     words = torch.tensor([[w["accuracy"], w["total"]] for w in a.prediction.words])
-    assert probe.blended_aspects(words) == probe.aspects and probe.reads_words(words)  # every aspect unasked
+    heard = ReferenceMatch(4, 4, (5.0, 6.0, 4.0, 7.0))  # as if the check had found every word
+    assert probe.blended_aspects(words, heard) == probe.aspects and probe.reads_text(words, heard)  # every aspect
     # a random Whisper hears none of the text: an answer that does not read it, blended without its word scores
-    assert a.reference.mismatch and a.to_dict()["blended"] == ["fluency"] and not a.to_dict()["blended_words"]
+    assert a.reference.mismatch and a.to_dict()["blended"] == ["fluency"] and not a.to_dict()["blended_text"]
     assert s.soft == pytest.approx(float(np.dot(s.probs, SCALE.values.numpy())), abs=1e-4)
     assert s.soft != pytest.approx(b.prediction.scores["fluency"].soft, abs=1e-3)
     textless = grader.assess(clip).prediction  # no reference text: no word scores, the blend without them
-    assert textless.blended == ["fluency"] and not textless.blended_words
+    assert textless.blended == ["fluency"] and not textless.blended_text
     held_out = probe_main([str(checkpoint), str(run), "--manifest", str(small_manifest), "--out", str(tmp_path / "b0"),
                            "--augment-views", "1", "--exclude-fold", "0", "--cache-dir", cache])
     assert held_out.report["responses"] == sum(r["fold"] != "0" for r in rows) < 36  # fitted without fold 0
@@ -145,22 +150,23 @@ def test_the_command_fits_a_probe_that_grading_then_reads(tiny_whisper, small_ma
 
 
 def test_the_shipped_blend_is_fitted_on_its_committed_out_of_fold_predictions():
-    """The shipped probe blends every aspect with the members' word accuracy (the lowest and the mean), and without
-    word scores (no reference text) blends fluency and prosodic with the probe alone; its blends, refitted by least
-    squares on the committed blended run's members', probe's and word out-of-fold scores, are the blends it ships,
-    and out of fold the blend agrees with the experts better than the members alone on every aspect; the stretch is
-    fitted on that run."""
+    """The shipped probe blends every aspect with the text terms (the members' word accuracy, the reference check's
+    word gains), and without them (no reference text) blends fluency and prosodic with the probe alone; its blends,
+    refitted by least squares on the committed blended run's members', probe's and text terms' out-of-fold columns,
+    are the blends it ships, and out of fold the blend agrees with the experts better than the members alone on
+    every aspect and every fold; the stretch is fitted on that run."""
     info = json.loads((DEFAULT_CHECKPOINT / "grader.json").read_text())
     probe = Grader.load(device="cpu").probe
-    assert probe is not None and info["checkpoint_id"].endswith("+probe-words-stretch0.5")
-    _, rows, words = load_run(DEFAULT_CHECKPOINT / "cv" / info["stretch"]["fitted_on"][0])
+    assert probe is not None and info["checkpoint_id"].endswith("+probe-text-stretch0.5")
+    _, rows, _ = load_run(DEFAULT_CHECKPOINT / "cv" / info["stretch"]["fitted_on"][0])
     assert len(rows) == 2500 and probe.report["word_scores"]
-    summaries = word_summaries(probe, rows, words)
+    text = np.array([[float(r[c]) for c in TEXT_COLUMNS] for r in rows])
     for a, aspect in enumerate(probe.aspects):
         get = lambda key: np.array([float(r[key]) for r in rows])  # noqa: E731
         members, own, human = get(f"{aspect}_members"), get(f"{aspect}_probe"), get(aspect)
-        assert fit_blend(members, own, human, summaries) == pytest.approx(probe.blend[a], abs=1e-6)
-        without = [1.0, 0.0, 0.0, 0.0, 0.0] if aspect in ("total", "accuracy") else fit_blend(members, own, human, None)
+        assert fit_blend(members, own, human, text) == pytest.approx(probe.blend[a], abs=1e-6)
+        keep = [1.0] + [0.0] * (len(BLEND_INPUTS) - 1)
+        without = keep if aspect in ("total", "accuracy") else fit_blend(members, own, human, None)
         assert probe.blend_without_words[a] == pytest.approx(without, abs=1e-6)
         figures = probe.report["out_of_fold_pcc"][aspect]
         assert figures["soft"] > figures["members"] + 0.005
@@ -173,9 +179,9 @@ def test_an_answer_to_another_sentence_is_blended_without_its_word_scores(shippe
     scores, which they were taught to put at the bottom), while its own text blends every aspect with them."""
     clip = speechocean_clips / "audio" / "000010011.flac"
     own, other = (shipped.assess(clip, text) for text in ("WE CALL IT BEAR", "THERE IS A GREEN CAR NEAR THE STATION"))
-    assert not own.reference.mismatch and own.prediction.blended_words
+    assert not own.reference.mismatch and own.prediction.blended_text
     assert own.prediction.blended == ["total", "accuracy", "fluency", "prosodic"]
-    assert other.reference.mismatch and not other.prediction.blended_words
+    assert other.reference.mismatch and not other.prediction.blended_text
     assert other.prediction.blended == ["fluency", "prosodic"] and other.prediction.words  # still shown, not read
     assert other.prediction.scores["total"].soft < 1.0 < 8.0 < own.prediction.scores["total"].soft
     assert other.timings["reference"] > 0 and set(other.timings) == {"decode_gate", "model", "reference"}

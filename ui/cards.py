@@ -21,7 +21,8 @@ STRETCHED = ("all three and the chart are moved away from the grader's average, 
              "the experts' scores: trained on few weak answers, a grader scores them too high (see the model card)")
 BLENDED = ("{} also weigh a second reading of the recording, a linear model on every layer of the audio encoder,{} "
            "blended with the grader's own by weights fitted on speakers it never heard (see the model card)")
-BLENDED_WORDS = " and the grader's lowest and mean word accuracy (the word scores below),"
+BLENDED_TEXT = (" and what the reference text tells: the grader's lowest and mean word accuracy (the word scores "
+                "below) and how clearly the recording says each word,")
 
 
 def result_card(graded) -> str:
@@ -71,7 +72,7 @@ def result_card(graded) -> str:
 
 
 def _blended(p) -> str:
-    return BLENDED.format(_listed(p.blended), BLENDED_WORDS if p.blended_words else "")
+    return BLENDED.format(_listed(p.blended), BLENDED_TEXT if p.blended_text else "")
 
 
 def likely_range(probs: list[float], scale, mass: float = 0.8) -> tuple[float, float, float]:
