@@ -4,8 +4,9 @@
 # clip (noise, room, telephone; TRADES-style consistency), some answers read with another answer's sentence and
 # taught accuracy and total 0 (--mismatch: 5 % for the first, 15 % for the second, which also has label-density
 # re-weighting); their ensemble in this folder; the score probe (grader.probe: a ridge on every encoder layer's
-# mean and spread, blended with the ensemble and its lowest and mean word accuracy on every aspect; without a
-# reference text, with the ensemble on fluency and prosodic) and then the stretch (grader.stretch,
+# mean and spread, blended with the ensemble and what the reference text tells, its lowest and mean word accuracy and
+# the reference check's word gains, on every aspect; without a text, with the ensemble on fluency and prosodic) and
+# then the stretch (grader.stretch,
 # strength 0.5), both fitted on the two recipes' out-of-fold predictions from 5-fold cross-validation by speaker
 # (which also give the model card's figures; copied into cv/ with the blended ones); and the channel probe
 # (grader.channel: the reverberant-recording review reason), fitted on the same cached views.
