@@ -1,17 +1,20 @@
-"""The score probe: what the members' sentence scores miss, read off every layer of the audio encoder and off the
-members' own word scores.
+"""The score probe: what the members' sentence scores miss, read off every layer of the audio encoder and off what
+the reference text tells.
 
 Each member grades from the encoder's last layer, through its decoder. A ridge regression on the mean and spread
 over time of every encoder layer (the lower ones less shaped for Whisper's decoder than the last) predicts every
-aspect too, less well alone but with other errors. The members' word heads, trained on the experts' word scores,
-see each word where the sentence heads see the whole answer: the lowest and the mean of their word accuracies tell
-of the one badly spoken word that a sentence score averages away. Out of fold, the members' score blended with the
-probe's and with those two, each aspect's weights fitted by least squares, agrees with the experts better on every
-aspect and scores weak answers closer to the experts (model card, "The score probe"). It costs next to nothing on
-the grading path: the encoder runs anyway, its summary (`AudioStates.summary`) is a mean over frames, and the word
-scores are graded anyway.
+aspect too, less well alone but with other errors. The reference text tells more (`ScoreProbe.text_terms`): the
+members' word heads, trained on the experts' word scores, see each word where the sentence heads see the whole
+answer, and the lowest and the mean of their word accuracies tell of the one badly spoken word that a sentence score
+averages away; the reference check (grader.reference) gives each word's gain, how clearly the stock Whisper hears it
+(a pronunciation measure no label here trained), and the share of words found. Out of fold, the members' score
+blended with the probe's and with those text terms, each aspect's weights fitted by least squares, agrees with the
+experts better on every aspect and scores weak answers closer to the experts (model card, "The score probe"). It
+costs next to nothing on the grading path: the encoder runs anyway, its summary (`AudioStates.summary`) is a mean
+over frames, and the word scores and the reference check are made anyway.
 
-A response without word scores (no reference text) gets a second blend, of the members' score and the probe's only.
+A response without text terms (no reference text; or, at grading, an answer the check finds does not read it) gets a
+second blend, of the members' score and the probe's only.
 
 The blend moves the class distribution with the score, as the stretch does: for each response the map sends class
 value v to `members * v + (the blend's other terms)`, each class's probability split between the two nearest
@@ -23,7 +26,8 @@ stays there).
 fits the ridge on every response of the manifest and its training views (grader.train `--augment-views 3`: noise,
 a room, a telephone band, each taught its clean twin's labels, so the probe learns what the channel does not
 move), with each fold of the RUNs (`grader.train --folds` runs of CHECKPOINT's members' recipes) predicted by a
-ridge fitted on the other folds; fits the blends on the RUNs' mean out-of-fold scores (sentence and word), writes
+ridge fitted on the other folds; checks every response against its text with the stock Whisper, as grading does;
+fits the blends on the RUNs' mean out-of-fold scores (sentence and word) and the checks, writes
 `probe.json` into CHECKPOINT, and writes the blended out-of-fold predictions to --out, a run `grader.report` and
 `grader.stretch` read as any other. The stretch fitted before is removed (it was fitted on unblended scores): refit
 it on --out.
@@ -193,9 +197,9 @@ class ProbeConfig:
         "parse": comma_list, "help": "blend only these aspects (comma-separated); the others keep the members' "
                                      "scores; empty: all"})
     aspects_without_words: list[str] | None = field(default=None, metadata={
-        "parse": comma_list, "help": "the aspects the blend for a response without word scores (no reference text) "
+        "parse": comma_list, "help": "the aspects the blend for a response without text terms (no reference text) "
                                      "moves, of --aspects; unset: all of them. Out of fold, the probe without the "
-                                     "word scores moves total and accuracy toward the middle (the model card)"})
+                                     "text terms moves total and accuracy toward the middle (the model card)"})
     exclude_fold: int = field(default=-1, metadata={
         "help": "fit the probe.json written without the RUNs' fold K (its speakers' out-of-fold rows still come "
                 "out), for a held-out measure on those speakers (benchmarks/bench_robustness.py); -1: every fold"})
@@ -311,26 +315,26 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
         probe_views[fold == k] = np.stack([ridge.predict(features[fold == k, v]) for v in range(per_clip)], 1)
         alphas.append(alpha)
     probe_oof = probe_views[:, 0]
-    word_terms = text_summaries(ridge, rows, words, references)  # (responses, TEXT_TERMS), out of fold; or None
+    text_terms = text_summaries(ridge, rows, words, references)  # (responses, TEXT_TERMS), out of fold; or None
 
-    def blend_on(clips: np.ndarray, a: int, words: np.ndarray | None) -> list[float]:
-        chosen = config.aspects if words is not None or config.aspects_without_words is None \
+    def blend_on(clips: np.ndarray, a: int, text: np.ndarray | None) -> list[float]:
+        chosen = config.aspects if text is not None or config.aspects_without_words is None \
             else config.aspects_without_words
         if chosen and aspects[a] not in chosen:
             return [1.0] + [0.0] * (len(BLEND_INPUTS) - 1)  # the members' score as it is
         return fit_blend(members[clips, a], probe_oof[clips, a], human[clips, a],
-                         None if words is None else words[clips])
+                         None if text is None else text[clips])
 
     columns = {"members": members, "probe": probe_oof, "soft": np.zeros_like(members),
                "regression": np.zeros_like(members)}
     for k in np.unique(fold):  # each fold's blend fitted on the other folds' out-of-fold scores
         test = fold == k
         for a in range(len(aspects)):
-            w = blend_on(fold != k, a, word_terms)
+            w = blend_on(fold != k, a, text_terms)
             for name, score in (("soft", members), ("regression", regression)):
                 columns[name][test, a] = blend_design(score[test, a], probe_oof[test, a],
-                                                      None if word_terms is None else word_terms[test]) @ w
-    blended_run(Path(config.out), report, rows, words, columns, word_terms, [str(r) for r in runs])
+                                                      None if text_terms is None else text_terms[test]) @ w
+    blended_run(Path(config.out), report, rows, words, columns, text_terms, [str(r) for r in runs])
 
     def pcc(x, y):
         return float(np.corrcoef(x, y)[0, 1])
@@ -340,18 +344,18 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
                             for name in ("members", "soft")}}
                for k, a in enumerate(aspects)}
     ridge, alpha = ridge_on(fitted)
-    blend = [blend_on(fitted, a, word_terms) for a in range(len(aspects))]
+    blend = [blend_on(fitted, a, text_terms) for a in range(len(aspects))]
     without_words = [blend_on(fitted, a, None) for a in range(len(aspects))]
     # how far the probe's part of the blend moves when a recording goes through each training view, out of fold
     moved = {f"view {v}": {a: float(np.mean(np.abs(blend[k][1] * (probe_views[:, v, k] - probe_oof[:, k]))))
                            for k, a in enumerate(aspects)} for v in range(1, per_clip)}
     probe = replace(ridge, blend=blend, blend_without_words=without_words, report={
         "responses": int(fitted.sum()), "rows": int(fitted.sum()) * fitted_views, "alpha": alpha, "fold_alphas": alphas,
-        "word_scores": word_terms is not None, "out_of_fold_pcc": figures, "views_move_blend_by": moved,
+        "word_scores": text_terms is not None, "out_of_fold_pcc": figures, "views_move_blend_by": moved,
         "runs": [str(r) for r in runs], "options": asdict(config)})
     probe.save(checkpoint)
-    unprobed(checkpoint, word_terms is not None)
-    if word_terms is None:
+    unprobed(checkpoint, text_terms is not None)
+    if text_terms is None:
         print(f"the runs give no word {WORD_ASPECT}, or the backbone no reference check, for every response: the "
               "blend reads no text terms")
     for a, f in figures.items():
