@@ -23,11 +23,10 @@ from .backbones.whisper import adapters_off
 from .channel import ChannelProbe, ChannelReading
 from .data import length_batches
 from .ensemble import check_members, mean_decoded
-from .evidence.alignment import spoken_words
 from .model import Decoded, decode
 from .model import GraderModel, LoraOptions, ModelConfig, read_checkpoint_info
 from .probe import ScoreProbe
-from .reference import ReferenceMatch, match_references
+from .reference import ReferenceMatch, check_texts, checkable
 from .review import Review, review_reasons
 from .scale import ScoreScale
 from .stretch import read_stretches, stretch_decoded
@@ -323,17 +322,16 @@ class Grader:
     def _check_references(self, audios: list[np.ndarray], states: list[torch.Tensor], texts: list[str | None],
                           batch_size: int) -> list[ReferenceMatch | None]:
         """Each answer's reference check; None for an open answer (no text) or a backbone without Whisper's decoder."""
-        checked = [k for k, text in enumerate(texts) if text and spoken_words(text)]
+        checked = checkable(texts)
         if not checked:
             return [None] * len(texts)
         with self.stock_whisper() as whisper:
             if whisper is None:
                 return [None] * len(texts)
-            heard = (encode_audios(self.model, [audios[k] for k in checked], batch_size, self.precision)
-                     if self.model.audio_encoder_trainable  # LoRA in the encoder: stock Whisper hears it afresh
-                     else [states[k] for k in checked])
-            found = dict(zip(checked, match_references(whisper, heard, [texts[k] for k in checked], batch_size)))
-        return [found.get(k) for k in range(len(texts))]
+            if self.model.audio_encoder_trainable:  # LoRA in the encoder: stock Whisper hears it afresh
+                states = dict(zip(checked, encode_audios(self.model, [audios[k] for k in checked], batch_size,
+                                                         self.precision)))
+            return check_texts(whisper, states, texts, batch_size)
 
     def _prediction(self, decoded: Decoded, i: int, latency: float, prompt: str | None = None,
                     reference: ReferenceMatch | None = None) -> Prediction:

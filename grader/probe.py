@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from .model import Decoded
-from .reference import ReferenceMatch
 from .options import comma_list, parse_options
+from .reference import ReferenceMatch
 from .scale import ScoreScale
 
 PROBE_FILE = "probe.json"
@@ -61,7 +61,7 @@ ALPHAS = tuple(float(a) for a in np.logspace(0, 5, 11))  # ridge penalties tried
 @dataclass(frozen=True)
 class ScoreProbe:
     """Standardised summaries -> one score per aspect (ridge), and per aspect the blend of the members' score with
-    it and with their word scores: weights on `BLEND_INPUTS`."""
+    it and with the text terms (`text_terms`): weights on `BLEND_INPUTS`."""
 
     aspects: list[str]
     mean: list[float]
@@ -80,7 +80,10 @@ class ScoreProbe:
 
     def blend_for(self, words: torch.Tensor | None, reference: ReferenceMatch | None) -> list[list[float]]:
         """The blend for a response with these word scores and this reference check (None: without)."""
-        return self.blend_without_words if self.text_terms(words, reference) is None else self.blend
+        return self._blend(self.text_terms(words, reference))
+
+    def _blend(self, terms: list[float] | None) -> list[list[float]]:
+        return self.blend_without_words if terms is None else self.blend
 
     def blended_aspects(self, words: torch.Tensor | None, reference: ReferenceMatch | None) -> list[str]:
         """The aspects whose score the probe moves for such a response (the others keep the members' score)."""
@@ -102,9 +105,9 @@ class ScoreProbe:
         map, clamped to the scale, and the distribution moved class by class (`ScoreScale.fair_average_target`).
         Word scores are left as they are."""
         probe = self.predict(torch.stack(summaries).numpy())  # (rows, aspects)
-        scores = decoded.words or [None] * len(probe)
-        weights = np.array([self.blend_for(w, r) for w, r in zip(scores, references)])  # (rows, aspects, inputs)
-        text = np.array([self.text_terms(w, r) or [0.0] * TEXT_TERMS for w, r in zip(scores, references)])
+        terms = [self.text_terms(w, r) for w, r in zip(decoded.words or [None] * len(probe), references)]
+        weights = np.array([self._blend(t) for t in terms])  # (rows, aspects, BLEND_INPUTS)
+        text = np.array([t or [0.0] * TEXT_TERMS for t in terms])  # a blend without them weighs them 0
         offset = torch.as_tensor(np.stack([  # each aspect's blend but for the members' term
             (blend_design(np.zeros(len(probe)), probe[:, a], text) * weights[:, a]).sum(-1)
             for a in range(len(self.aspects))], -1), dtype=torch.float32)  # (rows, aspects)
@@ -213,14 +216,14 @@ class ProbeConfig:
             raise ValueError("--aspects-without-words must be among --aspects")
 
 
-def summaries(checkpoint: Path, config: ProbeConfig, responses) -> tuple[np.ndarray, list[ReferenceMatch | None]]:
+def read_responses(checkpoint: Path, config: ProbeConfig,
+                   responses) -> tuple[np.ndarray, list[ReferenceMatch | None]]:
     """(responses, 1 + views, features): each response's summary, clean then its training views, cached; and each
     response's reference check, as grading makes it (None: a backbone without Whisper's decoder)."""
     from .backbones import WhisperBackbone
     from .backbones.whisper import adapters_off
-    from .evidence.alignment import spoken_words
     from .model import GraderModel, read_checkpoint_info
-    from .reference import match_references
+    from .reference import check_texts, checkable
     from .train import TrainConfig, augmented_views, cached_encodings, recording_names, trimmed_audio
 
     info = read_checkpoint_info(checkpoint)
@@ -235,14 +238,13 @@ def summaries(checkpoint: Path, config: ProbeConfig, responses) -> tuple[np.ndar
     views = augmented_views(TrainConfig(manifest=config.manifest, augment_views=config.augment_views,
                                         seed=config.seed, cache_dir=config.cache_dir), model, responses, names,
                             summaries=True)
+    texts = [r.text for r in responses]
     references: list[ReferenceMatch | None] = [None] * len(responses)
-    checked = [i for i, r in enumerate(responses) if r.text and spoken_words(r.text)]
+    checked = checkable(texts)
     if checked and isinstance(model.backbone, WhisperBackbone):  # the stock Whisper on the cached encoder outputs
         states = cached_encodings(model, [names[i] for i in checked], lambda k: audio[checked[k]], config.cache_dir)
         with torch.inference_mode(), adapters_off(model.backbone.model):
-            found = match_references(model.backbone, [s.float() for s in states], [responses[i].text for i in checked])
-        for i, match in zip(checked, found):
-            references[i] = match
+            references = check_texts(model.backbone, {i: s.float() for i, s in zip(checked, states)}, texts)
     return np.stack([torch.stack([c, *v]).numpy() for c, v in zip(clean, views)]), references
 
 
@@ -300,7 +302,7 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
     members, regression = (np.array([[float(r[f"{a}_{d}"]) for a in aspects] for r in rows])
                            for d in ("soft", "regression"))
 
-    features, references = summaries(checkpoint, config, responses)  # (responses, 1 + views, features)
+    features, references = read_responses(checkpoint, config, responses)  # (responses, 1 + views, features)
     per_clip, fitted_views = features.shape[1], features.shape[1] if config.fit_views else 1
 
     def ridge_on(clips: np.ndarray) -> tuple[ScoreProbe, float]:  # the clips of mask `clips` (and their views)

@@ -41,6 +41,21 @@ class ReferenceMatch:
         return {"words": self.words, "found": self.found}
 
 
+def checkable(texts: list[str | None]) -> list[int]:
+    """Which responses are checked: those whose text has spoken words (an open answer, with none, is not)."""
+    return [k for k, text in enumerate(texts) if text and spoken_words(text)]
+
+
+def check_texts(whisper: WhisperBackbone, states, texts: list[str | None],
+                batch_size: int = 16) -> list[ReferenceMatch | None]:
+    """Each response's `match_references` against its text, None where it is not `checkable`; `states[k]`: response
+    k's encoder states (a list, or a dict holding the checkable ones)."""
+    checked = checkable(texts)
+    found = dict(zip(checked, match_references(whisper, [states[k] for k in checked], [texts[k] for k in checked],
+                                               batch_size)))
+    return [found.get(k) for k in range(len(texts))]
+
+
 def match_references(whisper: WhisperBackbone, states: list[torch.Tensor], texts: list[str],
                      batch_size: int = 16) -> list[ReferenceMatch]:
     """How many words of each text its response's encoder states (as `encode_audios` returns them) support.
