@@ -3,7 +3,9 @@ the reference text tells.
 
 Each member grades from the encoder's last layer, through its decoder. A ridge regression on the mean and spread
 over time of every encoder layer (the lower ones less shaped for Whisper's decoder than the last) predicts every
-aspect too, less well alone but with other errors. The reference text tells more (`ScoreProbe.text_terms`): the
+aspect too, less well alone but with other errors. It is fitted on the experts' mean scores (`--rater-scores`: the
+label, their median, is rounded and noisier), and its penalty is chosen on speakers it does not see
+(`choose_penalties`), as the speakers it grades are. The reference text tells more (`ScoreProbe.text_terms`): the
 members' word heads, trained on the experts' word scores, see each word where the sentence heads see the whole
 answer, and the lowest and the mean of their word accuracies tell of the one badly spoken word that a sentence score
 averages away; the reference check (grader.reference) gives each word's gain, how clearly the stock Whisper hears it
@@ -23,13 +25,14 @@ stays there).
 
     python -m grader.probe CHECKPOINT RUN [RUN ...] --manifest labels.tsv --out runs/cv-probe
 
-fits the ridge on every response of the manifest and its training views (grader.train `--augment-views 3`: noise,
-a room, a telephone band, each taught its clean twin's labels, so the probe learns what the channel does not
-move), with each fold of the RUNs (`grader.train --folds` runs of CHECKPOINT's members' recipes) predicted by a
-ridge fitted on the other folds; checks every response against its text with the stock Whisper, as grading does;
-fits the blends on the RUNs' mean out-of-fold scores (sentence and word) and the checks, writes
-`probe.json` into CHECKPOINT, and writes the blended out-of-fold predictions to --out, a run `grader.report` and
-`grader.stretch` read as any other. The stretch fitted before is removed (it was fitted on unblended scores): refit
+fits the ridge on every response of the manifest (with --rater-scores raters.tsv, on its raters' mean) and its
+training views (grader.train `--augment-views 3`: noise, a room, a telephone band, each taught its clean twin's
+labels, so the probe learns what the channel does not move), with each fold of the RUNs (`grader.train --folds` runs
+of CHECKPOINT's members' recipes) predicted by a ridge fitted on the other folds; checks every response against its
+text with the stock Whisper, as grading does; fits the blends on the RUNs' mean out-of-fold scores (sentence and
+word) and the checks, writes `probe.json` into CHECKPOINT, and writes the blended out-of-fold predictions to --out, a
+run `grader.report` and `grader.stretch` read as any other. The stretch fitted before is removed (it was fitted on
+unblended scores): refit
 it on --out.
 """
 
@@ -55,7 +58,7 @@ TEXT_TERMS = len(BLEND_INPUTS) - 3
 TEXT_COLUMNS = [name.replace(" ", "_") for name in BLEND_INPUTS[2: 2 + TEXT_TERMS]]  # in a blended run's oof.tsv
 WORD_ASPECT = "accuracy"  # the members' word score the blend reads
 GAIN_RANGE = (-5.0, 15.0)  # nats per token: beyond it a word is plainly missing, or plainly there
-ALPHAS = tuple(float(a) for a in np.logspace(0, 5, 11))  # ridge penalties tried
+ALPHAS = tuple(float(a) for a in np.logspace(1, 6, 21))  # ridge penalties tried
 
 
 @dataclass(frozen=True)
@@ -152,19 +155,36 @@ class ScoreProbe:
         return probe
 
 
-def fit_ridge(aspects: list[str], features: np.ndarray, targets: np.ndarray, clean: np.ndarray,
-              word_aspects: list[str]) -> tuple[ScoreProbe, float]:
-    """Ridge on standardised features (a probe that does not blend yet) and its penalty, chosen by leave-one-out
-    (RidgeCV's efficient form) on the `clean` rows alone: a view left out would have its clean twin in the fit."""
-    from sklearn.linear_model import Ridge, RidgeCV
+def fit_ridge(aspects: list[str], features: np.ndarray, targets: np.ndarray, clean: np.ndarray, groups: np.ndarray,
+              word_aspects: list[str]) -> tuple[ScoreProbe, list[float]]:
+    """Ridge on standardised features (a probe that does not blend yet) and each aspect's penalty
+    (`choose_penalties`)."""
+    from sklearn.linear_model import Ridge
 
+    alphas = choose_penalties(features, targets, clean, groups)
     mean, scale = features.mean(0), features.std(0) + 1e-6
-    x = (features - mean) / scale
-    alpha = float(RidgeCV(alphas=ALPHAS).fit(x[clean], targets[clean]).alpha_)
-    ridge = Ridge(alpha=alpha).fit(x, targets)
+    ridge = Ridge(alpha=alphas).fit((features - mean) / scale, targets)
     keep = [[1.0] + [0.0] * (len(BLEND_INPUTS) - 1)] * len(aspects)
     return ScoreProbe(aspects, mean.tolist(), scale.tolist(), ridge.coef_.tolist(), ridge.intercept_.tolist(),
-                      keep, keep, word_aspects), alpha
+                      keep, keep, word_aspects), alphas.tolist()
+
+
+def choose_penalties(features: np.ndarray, targets: np.ndarray, clean: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each aspect's ridge penalty, of ALPHAS: the one with the least squared error on held-out speakers' `clean` rows,
+    each of `groups` (folds of speakers) predicted by ridges fitted on the others' rows, every penalty from one
+    eigendecomposition. Leave-one-out over rows would keep the speaker's other answers, and the row's views, in the
+    fit, and choose too weak a penalty for unseen speakers (model card, "The score probe")."""
+    errors = np.zeros((len(ALPHAS), targets.shape[1]))
+    for g in np.unique(groups):
+        fit, test = groups != g, (groups == g) & clean
+        mean, scale, centre = features[fit].mean(0), features[fit].std(0) + 1e-6, targets[fit].mean(0)
+        x = (features[fit] - mean) / scale
+        values, vectors = np.linalg.eigh(x.T @ x)
+        projected = vectors.T @ (x.T @ (targets[fit] - centre))  # (features, aspects)
+        rotated = ((features[test] - mean) / scale) @ vectors
+        for i, alpha in enumerate(ALPHAS):
+            errors[i] += ((rotated @ (projected / (values[:, None] + alpha)) + centre - targets[test]) ** 2).sum(0)
+    return np.array(ALPHAS)[errors.argmin(0)]
 
 
 def blend_design(members: np.ndarray, probe: np.ndarray, text: np.ndarray | None) -> np.ndarray:
@@ -206,6 +226,10 @@ class ProbeConfig:
     exclude_fold: int = field(default=-1, metadata={
         "help": "fit the probe.json written without the RUNs' fold K (its speakers' out-of-fold rows still come "
                 "out), for a held-out measure on those speakers (benchmarks/bench_robustness.py); -1: every fold"})
+    rater_scores: str | None = field(default=None, metadata={
+        "help": "raters.tsv: fit the ridge on each response's mean rater score (the experts' scores, less noisy than "
+                "their rounded median); the blends are still fitted on the labels, the scores a grade is measured "
+                "against"})
     seed: int = field(default=0, metadata={"help": "grader.train's --seed: which views the cache holds"})
     cache_dir: str = "runs/cache"
 
@@ -276,7 +300,7 @@ def blended_run(out: Path, report: dict, rows: list[dict], words: list[dict], co
 
 
 def main(argv: list[str] | None = None) -> ScoreProbe:
-    from .data import read_manifest
+    from .data import read_manifest, read_rater_means
     from .model import read_checkpoint_info
     from .report import ensemble, load_run
 
@@ -290,32 +314,40 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
         raise SystemExit(f"the runs score {', '.join(aspects)}, not {', '.join(sorted(unknown))}")
     try:
         by_utt = {r.utt_id: r for r in read_manifest(config.manifest, aspects)}
+        raters = read_rater_means(config.rater_scores, aspects) if config.rater_scores else {}
         read_checkpoint_info(checkpoint)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"cannot fit the probe: {e}")
     if {r["utt_id"] for r in rows} != set(by_utt):
         raise SystemExit("the runs' out-of-fold rows must cover the manifest's responses, every one")
+    if raters and not set(by_utt) <= set(raters):
+        raise SystemExit(f"{config.rater_scores} lacks the rater scores of {len(set(by_utt) - set(raters))} of the "
+                         "manifest's responses")
     responses = [by_utt[r["utt_id"]] for r in rows]
     fold = np.array([int(r["fold"]) for r in rows])
     fitted = fold != config.exclude_fold  # the rows the written probe is fitted on
+    if len(np.unique(fold)) < 3 or len(np.unique(fold[fitted])) < 2:
+        raise SystemExit("the probe chooses its penalty on folds held out within the folds it is fitted on: give runs "
+                         "of three folds or more (grader.train --folds)")
     human = np.array([[r.scores[a] for a in aspects] for r in responses])
+    ridge_targets = np.array([[raters[r.utt_id][a] for a in aspects] for r in responses]) if raters else human
     members, regression = (np.array([[float(r[f"{a}_{d}"]) for a in aspects] for r in rows])
                            for d in ("soft", "regression"))
 
     features, references = read_responses(checkpoint, config, responses)  # (responses, 1 + views, features)
     per_clip, fitted_views = features.shape[1], features.shape[1] if config.fit_views else 1
 
-    def ridge_on(clips: np.ndarray) -> tuple[ScoreProbe, float]:  # the clips of mask `clips` (and their views)
+    def ridge_on(clips: np.ndarray) -> tuple[ScoreProbe, list[float]]:  # the clips of mask `clips` (and their views)
         return fit_ridge(aspects, features[clips, :fitted_views].reshape(-1, features.shape[-1]),
-                         np.repeat(human[clips], fitted_views, axis=0),
+                         np.repeat(ridge_targets[clips], fitted_views, axis=0),
                          np.tile(np.arange(fitted_views) == 0, int(clips.sum())),
-                         report["training"]["model"].get("word_aspects") or [])
+                         np.repeat(fold[clips], fitted_views), report["training"]["model"].get("word_aspects") or [])
 
-    probe_views, alphas = np.zeros((len(rows), per_clip, len(aspects))), []
+    probe_views, fold_alphas = np.zeros((len(rows), per_clip, len(aspects))), []
     for k in np.unique(fold):  # each fold's clips and views scored by a ridge fitted on the other folds
-        ridge, alpha = ridge_on(fold != k)
+        ridge, alphas = ridge_on(fold != k)
         probe_views[fold == k] = np.stack([ridge.predict(features[fold == k, v]) for v in range(per_clip)], 1)
-        alphas.append(alpha)
+        fold_alphas.append(alphas)
     probe_oof = probe_views[:, 0]
     text_terms = text_summaries(ridge, rows, words, references)  # (responses, TEXT_TERMS), out of fold; or None
 
@@ -345,14 +377,15 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
                | {"folds": {name: [pcc(columns[name][fold == f, k], human[fold == f, k]) for f in np.unique(fold)]
                             for name in ("members", "soft")}}
                for k, a in enumerate(aspects)}
-    ridge, alpha = ridge_on(fitted)
+    ridge, alphas = ridge_on(fitted)
     blend = [blend_on(fitted, a, text_terms) for a in range(len(aspects))]
     without_words = [blend_on(fitted, a, None) for a in range(len(aspects))]
     # how far the probe's part of the blend moves when a recording goes through each training view, out of fold
     moved = {f"view {v}": {a: float(np.mean(np.abs(blend[k][1] * (probe_views[:, v, k] - probe_oof[:, k]))))
                            for k, a in enumerate(aspects)} for v in range(1, per_clip)}
     probe = replace(ridge, blend=blend, blend_without_words=without_words, report={
-        "responses": int(fitted.sum()), "rows": int(fitted.sum()) * fitted_views, "alpha": alpha, "fold_alphas": alphas,
+        "responses": int(fitted.sum()), "rows": int(fitted.sum()) * fitted_views, "alphas": alphas,
+        "fold_alphas": fold_alphas,
         "word_scores": text_terms is not None, "out_of_fold_pcc": figures, "views_move_blend_by": moved,
         "runs": [str(r) for r in runs], "options": asdict(config)})
     probe.save(checkpoint)

@@ -11,7 +11,8 @@ import torch
 from grader.audio import load_audio, trim_to_speech
 from grader.inference import DEFAULT_CHECKPOINT, Grader, encode_with_summaries
 from grader.model import Decoded
-from grader.probe import BLEND_INPUTS, PROBE_FILE, TEXT_COLUMNS, ScoreProbe, fit_blend, main as probe_main
+from grader.probe import (ALPHAS, BLEND_INPUTS, PROBE_FILE, TEXT_COLUMNS, ScoreProbe, choose_penalties, fit_blend,
+                          main as probe_main)
 from grader.reference import ReferenceMatch
 from grader.report import load_run, main as report_main, read_oof
 from grader.scale import get_scale
@@ -84,6 +85,34 @@ def test_the_blend_moves_the_distribution_with_the_score():
     assert probe.reads_text(words[0], references[0]) and not probe.reads_text(words[0], None)
 
 
+def test_the_ridge_penalty_is_chosen_on_held_out_speakers():
+    """Each speaker's answers share what the encoder hears of the speaker and what the experts think of them: a
+    penalty chosen over rows would find each answer's twins in the fit and choose the weakest. Chosen on held-out
+    speakers, a target the features tell nothing about gets the strongest penalty, one they tell gets a weaker, and
+    every penalty's held-out predictions are sklearn Ridge's."""
+    from sklearn.linear_model import Ridge, RidgeCV
+
+    rng = np.random.default_rng(0)
+    speakers, answers, dim = 60, 5, 40
+    voice, opinion = rng.normal(size=(speakers, dim)), rng.normal(size=speakers)  # per speaker
+    weights = rng.normal(size=dim)
+    who = np.repeat(np.arange(speakers), answers)
+    features = voice[who] + 0.1 * rng.normal(size=(len(who), dim))
+    targets = np.column_stack([opinion[who], features @ weights + rng.normal(size=len(who))])
+    clean, groups = np.ones(len(who), bool), who % 4
+    chosen = choose_penalties(features, targets, clean, groups)
+    assert chosen[0] == max(ALPHAS) and chosen[1] < max(ALPHAS) / 100
+    assert RidgeCV(alphas=ALPHAS).fit(features, targets[:, 0]).alpha_ == min(ALPHAS)  # leave-one-out over rows
+    errors = np.zeros((len(ALPHAS), 2))  # the same choice, made with sklearn's Ridge fitted for every penalty
+    for g in range(4):
+        fit, test = groups != g, groups == g
+        mean, scale = features[fit].mean(0), features[fit].std(0) + 1e-6
+        for i, alpha in enumerate(ALPHAS):
+            ridge = Ridge(alpha=alpha).fit((features[fit] - mean) / scale, targets[fit])
+            errors[i] += ((ridge.predict((features[test] - mean) / scale) - targets[test]) ** 2).sum(0)
+    assert list(chosen) == [ALPHAS[i] for i in errors.argmin(0)]
+
+
 def test_the_command_fits_a_probe_that_grading_then_reads(tiny_whisper, small_manifest, tmp_path, capsys):
     """`python -m grader.probe CKPT RUN --manifest --out`: a real three-fold run with word heads on 36 clips, the
     ridge fitted on them and a training view of each (encoded and cached on the way), probe.json in the checkpoint,
@@ -141,6 +170,16 @@ def test_the_command_fits_a_probe_that_grading_then_reads(tiny_whisper, small_ma
                            "--augment-views", "1", "--exclude-fold", "0", "--cache-dir", cache])
     assert held_out.report["responses"] == sum(r["fold"] != "0" for r in rows) < 36  # fitted without fold 0
     assert held_out.blend != probe.blend and len(read_oof(tmp_path / "b0")) == 36
+    raters = small_manifest.parent / "raters.tsv"  # the ridge fitted on the experts' mean scores, not their median
+    fair = probe_main([str(checkpoint), str(run), "--manifest", str(small_manifest), "--out", str(tmp_path / "r"),
+                       "--augment-views", "1", "--rater-scores", str(raters), "--cache-dir", cache])
+    assert fair.report["options"]["rater_scores"] == str(raters) and fair.coef != probe.coef
+    assert fair.mean == probe.mean and len(fair.report["fold_alphas"]) == 3
+    lines = raters.read_text().splitlines()
+    (tmp_path / "some.tsv").write_text("\n".join(lines[:-5]) + "\n")  # the last response's raters missing
+    with pytest.raises(SystemExit, match="lacks the rater scores of 1 of the manifest's"):
+        probe_main([str(checkpoint), str(run), "--manifest", str(small_manifest), "--out", str(tmp_path / "x"),
+                    "--rater-scores", str(tmp_path / "some.tsv"), "--cache-dir", cache])
     for field, value in (("aspects", ["total"]), ("word_aspects", ["total"])):  # a probe that does not fit
         saved = json.loads((checkpoint / PROBE_FILE).read_text())
         (checkpoint / PROBE_FILE).write_text(json.dumps(saved | {field: value}))

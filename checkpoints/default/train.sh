@@ -4,7 +4,8 @@
 # clip (noise, room, telephone; TRADES-style consistency), some answers read with another answer's sentence and
 # taught accuracy and total 0 (--mismatch: 5 % for the first, 15 % for the second, which also has label-density
 # re-weighting); their ensemble in this folder; the score probe (grader.probe: a ridge on every encoder layer's
-# mean and spread, blended with the ensemble and what the reference text tells, its lowest and mean word accuracy and
+# mean and spread, fitted on the experts' mean scores with its penalty chosen on held-out speakers, blended with the
+# ensemble and what the reference text tells, its lowest and mean word accuracy and
 # the reference check's word gains, on every aspect; without a text, with the ensemble on fluency and prosodic) and
 # then the stretch (grader.stretch,
 # strength 0.5), both fitted on the two recipes' out-of-fold predictions from 5-fold cross-validation by speaker
@@ -27,7 +28,7 @@ cv=(cv-e6-tr-mm05-words-trim cv-e6-tr-rw-mm-words-trim)  # the two recipes' cros
 "$PYTHON" -m grader.ensemble checkpoints/default runs/speechocean762-tiny.en-fa-reg-words-tr-mm05 \
     runs/speechocean762-tiny.en-fa-reg-words-tr-rw-mm
 "$PYTHON" -m grader.probe checkpoints/default "runs/${cv[0]}" "runs/${cv[1]}" --manifest "$DATA/labels.tsv" \
-    --aspects-without-words fluency,prosodic --out runs/cv-probe
+    --rater-scores "$DATA/raters.tsv" --aspects-without-words fluency,prosodic --out runs/cv-probe
 "$PYTHON" -m grader.stretch checkpoints/default runs/cv-probe --strength 0.5
 for run in "${cv[@]}" cv-probe; do   # the out-of-fold predictions the probe and the stretch are fitted on
     mkdir -p "checkpoints/default/cv/$run" && cp "runs/$run"/{cv.json,oof.tsv,oof_words.tsv} "checkpoints/default/cv/$run/"
