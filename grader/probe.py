@@ -32,8 +32,7 @@ of CHECKPOINT's members' recipes) predicted by a ridge fitted on the other folds
 text with the stock Whisper, as grading does; fits the blends on the RUNs' mean out-of-fold scores (sentence and
 word) and the checks, writes `probe.json` into CHECKPOINT, and writes the blended out-of-fold predictions to --out, a
 run `grader.report` and `grader.stretch` read as any other. The stretch fitted before is removed (it was fitted on
-unblended scores): refit
-it on --out.
+unblended scores): refit it on --out.
 """
 
 import csv
