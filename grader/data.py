@@ -3,7 +3,7 @@
 import csv
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -131,6 +131,15 @@ def read_rater_means(path: str | Path, targets: list[str]) -> dict[str, dict[str
         by_response.setdefault(row["utt_id"], []).append(row)
     return {utt_id: {t: sum(float(r[t]) for r in group) / len(group) for t in targets}
             for utt_id, group in by_response.items()}
+
+
+def rater_mean_scores(path: str | Path, responses: list[Response], targets: list[str]) -> list[Response]:
+    """The responses with their raters' mean (`read_rater_means`) as their scores; every one must have raters."""
+    means = read_rater_means(path, targets)
+    unrated = [r.utt_id for r in responses if r.utt_id not in means]
+    if unrated:
+        raise ManifestError(f"{path} has no scores for {len(unrated)} responses, e.g. {unrated[0]}")
+    return [replace(r, scores=means[r.utt_id]) for r in responses]
 
 
 def split_by_speaker(responses: list[Response], dev_speakers: int,

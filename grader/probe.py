@@ -299,7 +299,7 @@ def blended_run(out: Path, report: dict, rows: list[dict], words: list[dict], co
 
 
 def main(argv: list[str] | None = None) -> ScoreProbe:
-    from .data import read_manifest, read_rater_means
+    from .data import rater_mean_scores, read_manifest
     from .model import read_checkpoint_info
     from .report import ensemble, load_run
 
@@ -313,23 +313,20 @@ def main(argv: list[str] | None = None) -> ScoreProbe:
         raise SystemExit(f"the runs score {', '.join(aspects)}, not {', '.join(sorted(unknown))}")
     try:
         by_utt = {r.utt_id: r for r in read_manifest(config.manifest, aspects)}
-        raters = read_rater_means(config.rater_scores, aspects) if config.rater_scores else {}
+        if {r["utt_id"] for r in rows} != set(by_utt):
+            raise SystemExit("the runs' out-of-fold rows must cover the manifest's responses, every one")
+        responses = [by_utt[r["utt_id"]] for r in rows]
+        rated = rater_mean_scores(config.rater_scores, responses, aspects) if config.rater_scores else responses
         read_checkpoint_info(checkpoint)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"cannot fit the probe: {e}")
-    if {r["utt_id"] for r in rows} != set(by_utt):
-        raise SystemExit("the runs' out-of-fold rows must cover the manifest's responses, every one")
-    if raters and not set(by_utt) <= set(raters):
-        raise SystemExit(f"{config.rater_scores} lacks the rater scores of {len(set(by_utt) - set(raters))} of the "
-                         "manifest's responses")
-    responses = [by_utt[r["utt_id"]] for r in rows]
     fold = np.array([int(r["fold"]) for r in rows])
     fitted = fold != config.exclude_fold  # the rows the written probe is fitted on
     if len(np.unique(fold)) < 3 or len(np.unique(fold[fitted])) < 2:
         raise SystemExit("the probe chooses its penalty on folds held out within the folds it is fitted on: give runs "
                          "of three folds or more (grader.train --folds)")
     human = np.array([[r.scores[a] for a in aspects] for r in responses])
-    ridge_targets = np.array([[raters[r.utt_id][a] for a in aspects] for r in responses]) if raters else human
+    ridge_targets = np.array([[r.scores[a] for a in aspects] for r in rated])
     members, regression = (np.array([[float(r[f"{a}_{d}"]) for a in aspects] for r in rows])
                            for d in ("soft", "regression"))
 

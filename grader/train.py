@@ -35,7 +35,7 @@ import random
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ from tqdm import tqdm
 from .audio import SAMPLE_RATE, load_audio, trim_to_speech
 from .augment import CHANNELS, RECIPE, augment
 from .backbones import AudioStates
-from .data import (ManifestError, Response, WordScores, length_batches, read_manifest, read_rater_means,
+from .data import (Response, WordScores, length_batches, rater_mean_scores, read_manifest,
                    read_speak_and_improve, read_word_scores, speaker_folds, split_by_speaker)
 from .inference import PRECISIONS, autocast, encode_audios, encode_with_summaries, score_states
 from .metrics import score_metrics
@@ -153,13 +153,7 @@ def load_responses(config: TrainConfig) -> tuple[list[Response], list[Response]]
 
 def with_rater_means(config: TrainConfig, responses: list[Response]) -> list[Response]:
     """The training targets: each response's labels, or its raters' mean with --rater-scores."""
-    if not config.rater_scores:
-        return responses
-    means = read_rater_means(config.rater_scores, config.model.aspects)
-    unrated = [r.utt_id for r in responses if r.utt_id not in means]
-    if unrated:
-        raise ManifestError(f"{config.rater_scores} has no scores for {len(unrated)} responses, e.g. {unrated[0]}")
-    return [replace(r, scores=means[r.utt_id]) for r in responses]
+    return rater_mean_scores(config.rater_scores, responses, config.model.aspects) if config.rater_scores else responses
 
 
 @dataclass

@@ -177,7 +177,7 @@ def test_the_command_fits_a_probe_that_grading_then_reads(tiny_whisper, small_ma
     assert fair.mean == probe.mean and len(fair.report["fold_alphas"]) == 3
     lines = raters.read_text().splitlines()
     (tmp_path / "some.tsv").write_text("\n".join(lines[:-5]) + "\n")  # the last response's raters missing
-    with pytest.raises(SystemExit, match="lacks the rater scores of 1 of the manifest's"):
+    with pytest.raises(SystemExit, match="cannot fit the probe: .*has no scores for 1 responses"):
         probe_main([str(checkpoint), str(run), "--manifest", str(small_manifest), "--out", str(tmp_path / "x"),
                     "--rater-scores", str(tmp_path / "some.tsv"), "--cache-dir", cache])
     for field, value in (("aspects", ["total"]), ("word_aspects", ["total"])):  # a probe that does not fit
