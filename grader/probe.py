@@ -176,10 +176,11 @@ def choose_penalties(features: np.ndarray, targets: np.ndarray, clean: np.ndarra
     errors = np.zeros((len(ALPHAS), targets.shape[1]))
     for g in np.unique(groups):
         fit, test = groups != g, (groups == g) & clean
-        mean, scale, centre = features[fit].mean(0), features[fit].std(0) + 1e-6, targets[fit].mean(0)
-        x = (features[fit] - mean) / scale
+        x, y = features[fit], targets[fit]  # each a copy: made once
+        mean, scale, centre = x.mean(0), x.std(0) + 1e-6, y.mean(0)
+        x = (x - mean) / scale
         values, vectors = np.linalg.eigh(x.T @ x)
-        projected = vectors.T @ (x.T @ (targets[fit] - centre))  # (features, aspects)
+        projected = vectors.T @ (x.T @ (y - centre))  # (features, aspects)
         rotated = ((features[test] - mean) / scale) @ vectors
         for i, alpha in enumerate(ALPHAS):
             errors[i] += ((rotated @ (projected / (values[:, None] + alpha)) + centre - targets[test]) ** 2).sum(0)
