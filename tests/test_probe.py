@@ -154,7 +154,7 @@ def test_the_command_fits_a_probe_that_grading_then_reads(tiny_whisper, small_ma
     assert "blend stretched 0.5" in capsys.readouterr().out
     stretch_main([str(checkpoint), str(tmp_path / "blend")])
     grader = Grader.load(checkpoint, device="cpu")
-    assert grader.probe == probe and grader.checkpoint_id == "tiny+probe-text-stretch0.5"
+    assert grader.probe == probe and grader.checkpoint_id.startswith("tiny+probe-text-stretch0.5@")
     a, b = grader.assess(clip, "WE CALL IT BEAR"), before.assess(clip, "WE CALL IT BEAR")
     s = a.prediction.scores["fluency"]
     words = torch.tensor([[w["accuracy"], w["total"]] for w in a.prediction.words])

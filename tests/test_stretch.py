@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from grader.inference import DEFAULT_CHECKPOINT, Grader
-from grader.model import Decoded
+from grader.model import Decoded, checkpoint_fingerprint
 from grader.scale import get_scale
 from grader.report import oof_figures, read_oof
 from grader.stretch import Stretch, fit_stretch, main as stretch_main, stretch_decoded, stretch_scores, write_stretch
@@ -86,10 +86,12 @@ def test_a_stretched_checkpoint_grades_real_speech_further_from_the_middle(tmp_p
     stretched = Grader.load(checkpoint, device="cpu")
     maps = stretched.stretches
     assert len(maps) == len(aspects) and maps[0].slope > 1
-    assert stretched.checkpoint_id == f"{plain.checkpoint_id}-stretch1"
+    name, fingerprint = stretched.checkpoint_id.split("@")  # stored with every grade: the recipe, and its files
+    assert name == f"{plain.info['checkpoint_id']}-stretch1" and fingerprint == checkpoint_fingerprint(checkpoint)
     stretch_main([str(checkpoint), str(run), "--strength", "0.5"])  # fitted afresh, not stretched twice
-    assert Grader.load(checkpoint, device="cpu").checkpoint_id == f"{plain.checkpoint_id}-stretch0.5"
+    assert Grader.load(checkpoint, device="cpu").checkpoint_id.startswith(f"{plain.info['checkpoint_id']}-stretch0.5@")
     stretch_main([str(checkpoint), str(run), "--strength", "1"])
+    assert checkpoint_fingerprint(checkpoint) == fingerprint  # the same files, the same grader
     rows = (run / "oof.tsv").read_text().splitlines()
     halves = [tmp_path / "cv-a", tmp_path / "cv-b"]  # the same rows as two runs of one fold each, joined by "+"
     for k, half in enumerate(halves):
@@ -102,6 +104,7 @@ def test_a_stretched_checkpoint_grades_real_speech_further_from_the_middle(tmp_p
     assert fitted[1]["fitted_on"] == ["cv-a+cv-b"] and fitted[1]["responses"] == len(labels)
     for aspect, fit in fitted[0]["aspects"].items():
         assert fitted[1]["aspects"][aspect] == pytest.approx(fit)
+    assert checkpoint_fingerprint(joined) != fingerprint  # one name (the recipe), fitted on other files: another id
     with pytest.raises(SystemExit, match="share folds"):
         stretch_main([str(joined), f"{halves[0]}+{halves[0]}"])
     after = stretched.assess_batch(paths, texts)
