@@ -33,10 +33,13 @@ def run_rows(folder: Path, epoch: int = 0) -> tuple[list[list[str]], list[dict[s
     training, model = info["training"], info["model"]
     unfinished = epoch == 0 and record["epoch"] < training["epochs"]
     shown_epoch = f"{record['epoch']} of {training['epochs']} (unfinished)" if unfinished else str(record["epoch"])
-    objective = model["objective"] + (", rater means" if training.get("rater_scores") else "")
+    means_on = ", ".join(training.get("rater_aspects") or [])
+    objective = model["objective"] + (f", rater means{f' ({means_on})' if means_on else ''}"
+                                      if training.get("rater_scores") else "")
     metrics = record["metrics"]
-    aspects = list(dict.fromkeys(key.split("/")[0] for key in metrics))
-    decodings = list(dict.fromkeys(key.split("/")[1] for key in metrics))
+    sentence = [key.split("/") for key in metrics if key.split("/")[0] in model["aspects"]]  # not word/…
+    aspects = list(dict.fromkeys(aspect for aspect, _ in sentence))
+    decodings = list(dict.fromkeys(decoding for _, decoding in sentence))
     rows, pccs = [], []
     for decoding in decodings:
         head = metrics[f"{aspects[0]}/{decoding}"]

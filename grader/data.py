@@ -134,12 +134,13 @@ def read_rater_means(path: str | Path, targets: list[str]) -> dict[str, dict[str
 
 
 def rater_mean_scores(path: str | Path, responses: list[Response], targets: list[str]) -> list[Response]:
-    """The responses with their raters' mean (`read_rater_means`) as their scores; every one must have raters."""
+    """The responses with their raters' mean (`read_rater_means`) as their `targets` scores, the others kept; every
+    one must have raters."""
     means = read_rater_means(path, targets)
     unrated = [r.utt_id for r in responses if r.utt_id not in means]
     if unrated:
         raise ManifestError(f"{path} has no scores for {len(unrated)} responses, e.g. {unrated[0]}")
-    return [replace(r, scores=means[r.utt_id]) for r in responses]
+    return [replace(r, scores={**r.scores, **means[r.utt_id]}) for r in responses]
 
 
 def split_by_speaker(responses: list[Response], dev_speakers: int,

@@ -52,7 +52,7 @@ from .inference import PRECISIONS, autocast, encode_audios, encode_with_summarie
 from .metrics import score_metrics
 from .model import (Decoded, GraderModel, ModelConfig, consistency_loss, label_weights, parse_objective, score_loss,
                     word_loss)
-from .options import comma_ints, parse_options
+from .options import comma_ints, comma_list, parse_options
 from .report import print_crossval, write_crossval
 
 
@@ -66,6 +66,10 @@ class TrainConfig:
     rater_scores: str | None = field(default=None, metadata={
         "help": "raters.tsv: train on each response's mean rater score (the fair average), not its label; "
                 "dev is still measured against the labels"})
+    rater_aspects: list[str] = field(default_factory=list, metadata={
+        "parse": comma_list,
+        "help": "with --rater-scores: only these aspects learn the raters' mean (e.g. fluency,prosodic, whose labels "
+                "are the raters' median), the others their labels; empty: every aspect"})
     dev_speakers: int = field(default=25, metadata={
         "help": "speakers held out for dev when no --dev-manifest; 0 trains on all and keeps the last epoch"})
     folds: int = field(default=0, metadata={
@@ -131,6 +135,9 @@ class TrainConfig:
             raise ValueError("--folds cross-validates one manifest by speaker: no --sandi or --dev-manifest")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.rater_aspects and (not self.rater_scores or not set(self.rater_aspects) <= set(self.model.aspects)):
+            raise ValueError(f"--rater-aspects needs --rater-scores and names aspects of --target, not "
+                             f"{self.rater_aspects}")
         if bool(self.word_scores) != bool(self.model.word_aspects):
             raise ValueError("word heads need both --word-scores (the experts' word scores) and --word-target")
 
@@ -152,8 +159,10 @@ def load_responses(config: TrainConfig) -> tuple[list[Response], list[Response]]
 
 
 def with_rater_means(config: TrainConfig, responses: list[Response]) -> list[Response]:
-    """The training targets: each response's labels, or its raters' mean with --rater-scores."""
-    return rater_mean_scores(config.rater_scores, responses, config.model.aspects) if config.rater_scores else responses
+    """The training targets: each response's labels, or its raters' mean with --rater-scores (on --rater-aspects)."""
+    if not config.rater_scores:
+        return responses
+    return rater_mean_scores(config.rater_scores, responses, config.rater_aspects or config.model.aspects)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -202,6 +203,15 @@ def test_rater_means_replace_training_labels_only(speechocean_clips):
     train, dev = load_responses(config)
     assert all(r.scores == means[r.utt_id] for r in train)
     assert all(r.scores["total"].is_integer() for r in dev)  # dev keeps the labels it is measured against
+    labels = {r.utt_id: r.scores for r in read_manifest(speechocean_clips / "labels.tsv", aspects)}
+    some = replace(config, rater_aspects=["fluency"])  # fluency learns the mean, total keeps its label
+    train, _ = load_responses(some)
+    assert all(r.scores == {"total": labels[r.utt_id]["total"], "fluency": means[r.utt_id]["fluency"]} for r in train)
+    assert any(r.scores["fluency"] != labels[r.utt_id]["fluency"] for r in train)
+    with pytest.raises(ValueError, match="--rater-aspects"):
+        replace(config, rater_aspects=["prosodic"])  # not a target
+    with pytest.raises(ValueError, match="--rater-aspects"):
+        replace(config, rater_scores=None, rater_aspects=["fluency"])
 
 
 def test_speak_and_improve_layout(tmp_path, speech_clip):
@@ -246,6 +256,7 @@ def test_compare_marks_unfinished_runs_and_missing_aspects(tiny_checkpoint, tmp_
     (stopped / "grader.json").write_text(json.dumps(info))
     history = json.loads((stopped / "history.json").read_text())[:1]
     history[0]["metrics"] = {k: v for k, v in history[0]["metrics"].items() if k.startswith("total/")}
+    history[0]["metrics"]["word/accuracy"] = history[0]["metrics"]["total/soft"]  # a run with word heads: no decodings
     (stopped / "history.json").write_text(json.dumps(history))
     compare_main([str(stopped), str(tiny_checkpoint)])
     lines = capsys.readouterr().out.splitlines()
