@@ -33,11 +33,10 @@ def run_rows(folder: Path, epoch: int = 0) -> tuple[list[list[str]], list[dict[s
     training, model = info["training"], info["model"]
     unfinished = epoch == 0 and record["epoch"] < training["epochs"]
     shown_epoch = f"{record['epoch']} of {training['epochs']} (unfinished)" if unfinished else str(record["epoch"])
-    means_on = ", ".join(training.get("rater_aspects") or [])
-    objective = model["objective"] + (f", rater means{f' ({means_on})' if means_on else ''}"
-                                      if training.get("rater_scores") else "")
+    means_on = f" ({', '.join(training['rater_aspects'])})" if training.get("rater_aspects") else ""
+    objective = model["objective"] + (f", rater means{means_on}" if training.get("rater_scores") else "")
     metrics = record["metrics"]
-    sentence = [key.split("/") for key in metrics if key.split("/")[0] in model["aspects"]]  # not word/…
+    sentence = [k for k in (key.split("/") for key in metrics) if k[0] in model["aspects"]]  # not word/…
     aspects = list(dict.fromkeys(aspect for aspect, _ in sentence))
     decodings = list(dict.fromkeys(decoding for _, decoding in sentence))
     rows, pccs = [], []
